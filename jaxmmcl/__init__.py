@@ -1,0 +1,40 @@
+"""jaxmmcl: vectorised JAX simulations for identifiability studies of multimodal contrastive
+learning (Daunhawer et al., ICLR 2023).
+
+The data flow, one module per step::
+
+    config -> latents -> mixing -> simulation -> encoders -> losses -> training
+           -> evaluation -> sweeps / runner -> reports -> cli
+"""
+
+from jaxmmcl.config import (
+    ConfigError,
+    Hyperparams,
+    RunConfig,
+    StaticConfig,
+    run_config_from_dict,
+    stack_hyperparams,
+)
+from jaxmmcl.evaluation.protocol import evaluate_grid
+from jaxmmcl.reports import load_results
+from jaxmmcl.runner import run_sweep
+from jaxmmcl.simulation import init_simulation, sample_pairs
+from jaxmmcl.sweeps import load_sweep
+from jaxmmcl.training import train_grid, train_run
+
+__all__ = [
+    "ConfigError",
+    "Hyperparams",
+    "RunConfig",
+    "StaticConfig",
+    "evaluate_grid",
+    "init_simulation",
+    "load_results",
+    "load_sweep",
+    "run_config_from_dict",
+    "run_sweep",
+    "sample_pairs",
+    "stack_hyperparams",
+    "train_grid",
+    "train_run",
+]

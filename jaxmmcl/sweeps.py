@@ -1,0 +1,232 @@
+"""Sweep files: a base config plus grid axes, expanded into runs and grouped into programs.
+
+A sweep file is YAML::
+
+    name: table1
+    default_scale: cpu            # optional: the scale used when none is given
+    base:                         # nested or dotted keys; omitted keys take the paper's values
+      simulation: {n_c: 5, n_s: 5}
+    scales:                       # optional named overrides, selected with --scale
+      cpu: {train.steps: 5000}
+    axes:                         # the grid: the product of all axes, in this order
+      setting:                    # a named axis: labelled cases, each a mapping of dotted keys
+        independent: {simulation.p_change: 1.0}
+        causal: {simulation.p_change: 0.75, simulation.causal_strength: 1.0}
+      train.learning_rate: [1.0e-4, 1.0e-3]   # a plain axis: one dotted key, a list of values
+      seed: [0, 1, 2]
+
+Runs whose static configs are equal form one group, trained as one compiled program; the traced
+keys (:data:`jaxmmcl.config.TRACED_KEYS`) and the seed vary freely inside a group.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxmmcl.config import (
+    ConfigError,
+    RunConfig,
+    StaticConfig,
+    all_keys,
+    flatten,
+    run_config_from_dict,
+)
+
+SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep.
+
+    Attributes:
+      index: position in the sweep's product order.
+      config: the validated run config.
+      params: the grid values of this run: dotted key -> value, and axis name -> case label.
+    """
+
+    index: int
+    config: RunConfig
+    params: dict[str, Any]
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file (scale and overrides already applied).
+
+    Attributes:
+      name: the sweep's name.
+      base: flat dotted-key base config.
+      axes: axis name -> list of values (plain axis) or mapping label -> overrides (named).
+      description: free text.
+    """
+
+    name: str
+    base: dict[str, Any]
+    axes: dict[str, Any]
+    description: str = ""
+    runs: list[Run] = field(init=False)
+
+    def __post_init__(self):
+        self.runs = _expand(self.base, self.axes)
+
+    @property
+    def param_columns(self) -> list[str]:
+        """Result columns describing a run: axis names, then every dotted key an axis varies."""
+        named = [name for name, values in self.axes.items() if isinstance(values, Mapping)]
+        keys: list[str] = []
+        for name, values in self.axes.items():
+            if isinstance(values, Mapping):
+                for case in values.values():
+                    keys += [k for k in flatten(case) if k not in keys]
+            elif name not in keys:
+                keys.append(name)
+        return named + [k for k in keys if k != "seed"]
+
+    def groups(self) -> list[tuple[StaticConfig, list[Run]]]:
+        """Runs grouped by static config, in order of first appearance."""
+        groups: dict[StaticConfig, list[Run]] = {}
+        for run in self.runs:
+            groups.setdefault(run.config.static, []).append(run)
+        return list(groups.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved sweep in the file format: running it again repeats this sweep.
+
+        ``base`` holds every key (defaults filled in), so later changes of the defaults do not
+        change what the saved sweep means.
+        """
+        base = flatten(RunConfig().to_dict()) | self.base
+        return {
+            "name": self.name,
+            "description": self.description,
+            "base": unflatten(base),
+            "axes": self.axes,
+        }
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`jaxmmcl.config.flatten`."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *path, leaf = key.split(".")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _check_keys(keys: Sequence[str], where: str) -> None:
+    valid = set(all_keys())
+    for key in keys:
+        if key not in valid:
+            raise ConfigError(f"{where}{key}: unknown key")
+
+
+def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
+    choices = []
+    for name, values in axes.items():
+        if isinstance(values, Mapping):
+            if not values:
+                raise ConfigError(f"axes.{name}: a named axis needs at least one case")
+            cases = []
+            for label, overrides in values.items():
+                if not isinstance(overrides, Mapping):
+                    raise ConfigError(f"axes.{name}.{label}: expected a mapping, got {overrides!r}")
+                flat = flatten(overrides)
+                _check_keys(list(flat), f"axes.{name}.{label}: ")
+                cases.append(({name: str(label)} | flat, flat))
+            choices.append(cases)
+        else:
+            _check_keys([name], "axes.")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"axes.{name}: expected a non-empty list, got {values!r}")
+            choices.append([({name: v}, {name: v}) for v in values])
+    runs = []
+    for index, combo in enumerate(itertools.product(*choices)):
+        params: dict[str, Any] = {}
+        overrides = dict(base)
+        for shown, values in combo:
+            params |= shown
+            overrides |= values
+        runs.append(Run(index, run_config_from_dict(overrides), params))
+    return runs
+
+
+def parse_value(text: str) -> Any:
+    """Parses a ``--set`` value as YAML (``0.5`` -> float, ``true`` -> bool, ``[1, 2]`` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parses ``key=value`` strings; raises ConfigError for malformed items."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def load_sweep(
+    source: str | Path | Mapping[str, Any],
+    *,
+    scale: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Sweep:
+    """Reads and validates a sweep (a path to a YAML file or an already loaded mapping).
+
+    Args:
+      source: the sweep file or mapping.
+      scale: a name under ``scales``; default: the file's ``default_scale``, if any.
+      overrides: dotted key -> value applied last. A key that is a plain axis replaces that
+        axis's values (a scalar becomes a one-value axis).
+
+    Raises:
+      ConfigError: for a missing file, malformed YAML, unknown keys or invalid values.
+    """
+    if isinstance(source, Mapping):
+        spec = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"sweep file {str(path)!r}: no such file")
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"sweep file {str(path)!r}: invalid YAML ({err})") from None
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"sweep file {str(path)!r}: expected a mapping at the top level")
+    for key in spec:
+        if key not in SWEEP_KEYS:
+            raise ConfigError(f"{key}: unknown sweep section (valid: {', '.join(SWEEP_KEYS)})")
+    base = flatten(spec.get("base") or {})
+    scales = spec.get("scales") or {}
+    scale = scale if scale is not None else spec.get("default_scale")
+    if scale is not None:
+        if scale not in scales:
+            raise ConfigError(f"--scale: unknown scale {scale!r} (this sweep has: {list(scales)})")
+        base |= flatten(scales[scale] or {})
+    axes = dict(spec.get("axes") or {})
+    for key, value in (overrides or {}).items():
+        if key in axes and not isinstance(axes[key], Mapping):
+            axes[key] = value if isinstance(value, list) else [value]
+        elif key in axes:
+            raise ConfigError(f"--set {key}: a named axis cannot be overridden")
+        else:
+            _check_keys([key], "--set ")
+            base[key] = value
+    _check_keys(list(base), "base.")
+    name = str(spec.get("name") or (Path(source).stem if not isinstance(source, Mapping) else ""))
+    return Sweep(name=name, base=base, axes=axes, description=str(spec.get("description") or ""))

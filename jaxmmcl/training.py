@@ -1,0 +1,261 @@
+"""Contrastive training: one run is a pure function; a grid of runs is one vmapped program.
+
+A run is determined by ``(seed, hyper, static)``. Its key splits into a simulation key, a
+training key and an evaluation key (:func:`run_keys`), so the run's result never depends on
+which other runs it is trained with. :func:`train_grid` trains the runs of one group (equal
+static config) as ``jit(vmap(...))`` programs in chunks of ``train.log_every`` steps, which is
+where progress is reported and the loss is recorded.
+
+A run whose loss or gradient becomes non-finite is marked diverged; from then on its parameters
+stay frozen at their last finite value, so the rest of its grid is unaffected.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxmmcl.config import HyperArrays, StaticConfig, TrainConfig
+from jaxmmcl.encoders import encode, init_encoders
+from jaxmmcl.losses import symmetric_info_nce
+from jaxmmcl.simulation import Simulation, init_simulation, sample_pairs
+
+
+@struct.dataclass
+class TrainState:
+    """The training state of one run (a leading run axis when stacked).
+
+    Attributes:
+      params: encoder parameters (see :mod:`jaxmmcl.encoders`).
+      opt_state: optimiser state.
+      key: the key the next step's batch is drawn from.
+      step: optimiser steps taken.
+      diverged: whether a non-finite loss or gradient was met.
+    """
+
+    params: dict
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jnp.ndarray
+    diverged: jnp.ndarray
+
+
+def run_keys(seed: jnp.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The run's (simulation, training, evaluation) keys, all derived from its seed alone."""
+    key = jax.random.key(seed)
+    return tuple(jax.random.fold_in(key, i) for i in range(3))
+
+
+def lr_multiplier(step: jnp.ndarray, train: TrainConfig) -> jnp.ndarray:
+    """Schedule factor in [0, 1] applied to the learning rate at ``step``."""
+    step = jnp.asarray(step, jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1) / max(train.warmup_steps, 1))
+    if train.schedule == "cosine":
+        progress = jnp.clip((step - train.warmup_steps) / (train.steps - train.warmup_steps), 0, 1)
+        return warm * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return warm
+
+
+def make_optimizer(learning_rate: jnp.ndarray, train: TrainConfig) -> optax.GradientTransformation:
+    """Adam after clipping to global L2 norm ``train.clip_norm``, with the config's schedule.
+
+    ``learning_rate`` may be traced, so one program serves runs with different rates.
+    """
+    return optax.chain(
+        optax.clip_by_global_norm(train.clip_norm),
+        optax.scale_by_adam(),
+        optax.scale_by_learning_rate(lambda count: learning_rate * lr_multiplier(count, train)),
+    )
+
+
+def init_run(
+    seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig
+) -> tuple[Simulation, TrainState]:
+    """Draws the run's simulation and initial encoders."""
+    sim_key, train_key, _ = run_keys(seed)
+    init_key, step_key = jax.random.split(train_key)
+    simulation = init_simulation(sim_key, static.simulation, hyper)
+    params = init_encoders(init_key, static)
+    opt_state = make_optimizer(hyper.learning_rate, static.train).init(params)
+    state = TrainState(params, opt_state, step_key, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return simulation, state
+
+
+def batch_loss(
+    params: dict,
+    key: jax.Array,
+    simulation: Simulation,
+    hyper: HyperArrays,
+    static: StaticConfig,
+) -> jnp.ndarray:
+    """The loss on one fresh batch: ``batch_size`` pairs and as many independent negatives."""
+    n = static.train.batch_size
+    x1, x2, _ = sample_pairs(key, simulation, static.simulation, 2 * n)
+    h1, h2 = encode(params, static, x1, x2)
+    return symmetric_info_nce(h1[:n], h2[:n], h1[n:], h2[n:], hyper.temperature)
+
+
+def train_step(
+    state: TrainState, simulation: Simulation, hyper: HyperArrays, static: StaticConfig
+) -> tuple[TrainState, jnp.ndarray]:
+    """One optimiser step of one run; returns the new state and the step's loss."""
+    key, batch_key = jax.random.split(state.key)
+    loss, grads = jax.value_and_grad(batch_loss)(
+        state.params, batch_key, simulation, hyper, static
+    )
+    tx = make_optimizer(hyper.learning_rate, static.train)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jax.tree.reduce(
+        jnp.logical_and, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+    )
+    diverged = state.diverged | ~finite
+
+    def keep(new, old):
+        return jnp.where(diverged, old, new)
+
+    new_state = TrainState(
+        params=jax.tree.map(keep, params, state.params),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        key=key,
+        step=state.step + 1,
+        diverged=diverged,
+    )
+    return new_state, jnp.where(diverged, jnp.nan, loss)
+
+
+def train_chunk(
+    state: TrainState,
+    simulation: Simulation,
+    hyper: HyperArrays,
+    static: StaticConfig,
+    n_steps: int,
+) -> tuple[TrainState, jnp.ndarray]:
+    """``n_steps`` steps of one run under ``lax.scan``; returns the state and the mean loss."""
+
+    def body(carry, _):
+        return train_step(carry, simulation, hyper, static)
+
+    state, losses = jax.lax.scan(body, state, length=n_steps)
+    return state, jnp.mean(losses)
+
+
+def train_run(
+    seed: int | jnp.ndarray, hyper: HyperArrays, static: StaticConfig
+) -> tuple[Simulation, TrainState, jnp.ndarray]:
+    """Trains one run from scratch in a single scan (for notebooks and tests).
+
+    Returns:
+      The simulation, the final state and the mean loss of each ``log_every`` chunk,
+      shape ``(ceil(steps / log_every),)``.
+    """
+    simulation, state = init_run(jnp.asarray(seed), hyper, static)
+    history = []
+    for n_steps in chunk_lengths(static.train):
+        state, loss = train_chunk(state, simulation, hyper, static, n_steps)
+        history.append(loss)
+    return simulation, state, jnp.stack(history)
+
+
+def chunk_lengths(train: TrainConfig) -> list[int]:
+    """Steps of each chunk: ``log_every`` repeated, then the remainder."""
+    full, rest = divmod(train.steps, train.log_every)
+    return [train.log_every] * full + ([rest] if rest else [])
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_programs(static: StaticConfig) -> tuple[Callable, Callable]:
+    init = jax.jit(jax.vmap(lambda seed, hyper: init_run(seed, hyper, static)))
+    chunk = jax.jit(
+        jax.vmap(
+            lambda state, simulation, hyper, n_steps: train_chunk(
+                state, simulation, hyper, static, n_steps
+            ),
+            in_axes=(0, 0, 0, None),
+        ),
+        static_argnums=3,
+        donate_argnums=0,
+    )
+    return init, chunk
+
+
+@dataclass
+class GridResult:
+    """The outcome of training one group of runs (leading axis R = runs).
+
+    Attributes:
+      simulation: the runs' simulations (stacked pytree).
+      state: the final training states (stacked pytree).
+      loss_history: ``(R, n_chunks)`` mean loss per ``log_every`` chunk (NaN once diverged).
+      diverged: ``(R,)`` bool.
+      compile_seconds: time spent compiling the group's programs.
+      train_seconds: time spent training (excluding compilation).
+    """
+
+    simulation: Simulation
+    state: TrainState
+    loss_history: np.ndarray
+    diverged: np.ndarray
+    compile_seconds: float
+    train_seconds: float
+
+    @property
+    def final_loss(self) -> np.ndarray:
+        """``(R,)`` mean loss of the last chunk."""
+        return self.loss_history[:, -1]
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def train_grid(
+    static: StaticConfig,
+    seeds: jnp.ndarray,
+    hypers: HyperArrays,
+    progress: ProgressFn | None = None,
+) -> GridResult:
+    """Trains R runs that share ``static`` as one vmapped program.
+
+    Args:
+      static: the group's static config.
+      seeds: ``(R,)`` integer seeds.
+      hypers: stacked hyperparameters, leading axis R.
+      progress: called as ``progress(steps_done, steps_total)`` after each chunk.
+    """
+    init, chunk = _grid_programs(static)
+    seeds = jnp.asarray(seeds, jnp.uint32)
+    t0 = time.perf_counter()
+    simulation, state = init(seeds, hypers)
+    jax.block_until_ready(state)
+    compile_seconds = time.perf_counter() - t0
+    executables = {}
+    train_seconds = 0.0
+    history, done = [], 0
+    for n_steps in chunk_lengths(static.train):
+        if n_steps not in executables:
+            t0 = time.perf_counter()
+            executables[n_steps] = chunk.lower(state, simulation, hypers, n_steps).compile()
+            compile_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state, loss = executables[n_steps](state, simulation, hypers)
+        history.append(np.asarray(loss))
+        train_seconds += time.perf_counter() - t0
+        done += n_steps
+        if progress is not None:
+            progress(done, static.train.steps)
+    return GridResult(
+        simulation=simulation,
+        state=state,
+        loss_history=np.stack(history, axis=1),
+        diverged=np.asarray(state.diverged),
+        compile_seconds=compile_seconds,
+        train_seconds=train_seconds,
+    )
