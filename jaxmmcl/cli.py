@@ -10,6 +10,7 @@ Bad input exits with status 2 and one line naming the offending key and value.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -83,9 +84,20 @@ def _report(folder: Path) -> None:
         print(text)
 
 
+def _enable_compilation_cache() -> None:
+    # Sweeps recompile the same group programs run after run; XLA's persistent cache turns the
+    # second compilation of a program into a disk read.
+    import jax
+
+    cache = os.environ.get("JAXMMCL_CACHE_DIR", str(Path.home() / ".cache" / "jaxmmcl" / "xla"))
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxmmcl`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    _enable_compilation_cache()
     try:
         if args.command == "run":
             _run(Path(args.sweep), Path(args.out), args)

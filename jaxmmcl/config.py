@@ -168,7 +168,7 @@ class EvalConfig:
     n_fit: int = 20_480
     n_test: int = 20_480
     nonlinear: str = "kernel_ridge"
-    mlp_steps: int = 2000
+    mlp_steps: int = 1000
 
     def __post_init__(self):
         _check_int("eval.n_fit", self.n_fit, 6)

@@ -35,8 +35,9 @@ def info_nce(
     """
     pos = jnp.sum((h1 - h2) ** 2, axis=-1)
     neg = pairwise_sq_dists(h1, h1_neg)
-    logits = -jnp.concatenate([neg, pos[:, None]], axis=1) / temperature
-    log_mean_exp = jax.nn.logsumexp(logits, axis=1) - jnp.log(logits.shape[1])
+    # logsumexp over [neg_i1..neg_iN, pos_i] without materialising the (n, n + 1) concatenation.
+    log_sum_exp = jnp.logaddexp(jax.nn.logsumexp(-neg / temperature, axis=1), -pos / temperature)
+    log_mean_exp = log_sum_exp - jnp.log(neg.shape[1] + 1)
     return jnp.mean(pos / temperature + log_mean_exp)
 
 

@@ -22,6 +22,7 @@ keys (:data:`jaxmmcl.config.TRACED_KEYS`) and the seed vary freely inside a grou
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,22 @@ from jaxmmcl.config import (
 )
 
 SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with ``1e-3`` read as a float (plain YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    """Parses YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,7 @@ def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
 def parse_value(text: str) -> Any:
     """Parses a ``--set`` value as YAML (``0.5`` -> float, ``true`` -> bool, ``[1, 2]`` -> list)."""
     try:
-        return yaml.safe_load(text)
+        return read_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -203,7 +220,7 @@ def load_sweep(
         if not path.is_file():
             raise ConfigError(f"sweep file {str(path)!r}: no such file")
         try:
-            spec = yaml.safe_load(path.read_text())
+            spec = read_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"sweep file {str(path)!r}: invalid YAML ({err})") from None
         if not isinstance(spec, Mapping):
@@ -224,6 +241,14 @@ def load_sweep(
             axes[key] = value if isinstance(value, list) else [value]
         elif key in axes:
             raise ConfigError(f"--set {key}: a named axis cannot be overridden")
+        elif any(
+            key in flatten(case)
+            for values in axes.values()
+            if isinstance(values, Mapping)
+            for case in values.values()
+            if isinstance(case, Mapping)
+        ):
+            raise ConfigError(f"--set {key}={value!r}: this key is set by a named axis")
         else:
             _check_keys([key], "--set ")
             base[key] = value

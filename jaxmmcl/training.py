@@ -165,6 +165,17 @@ def train_run(
     return simulation, state, jnp.stack(history)
 
 
+def step_flops(static: StaticConfig) -> float:
+    """Matrix-multiply FLOPs of one training step of one run (forward and backward).
+
+    Counts the encoder layers (2 FLOPs per multiply-add, backward = 2 x forward) on the 4
+    batches of ``batch_size`` rows each step sees; the mixing and the loss are negligible.
+    """
+    dims = (static.simulation.dim, *static.widths, static.encoding_size)
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return 3 * 2 * macs * 4 * static.train.batch_size
+
+
 def chunk_lengths(train: TrainConfig) -> list[int]:
     """Steps of each chunk: ``log_every`` repeated, then the remainder."""
     full, rest = divmod(train.steps, train.log_every)

@@ -34,7 +34,7 @@ def mlp_r2(
     x_test: jnp.ndarray,
     y_test: jnp.ndarray,
     *,
-    hidden: int = 128,
+    hidden: int = 64,
     steps: int = 2000,
     learning_rate: float = 3e-3,
 ) -> jnp.ndarray:

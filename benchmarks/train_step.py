@@ -1,0 +1,102 @@
+"""Training-step throughput: seconds per step, GFLOP/s and the fraction of the matmul peak.
+
+    python benchmarks/train_step.py [--repeats 5] [--skip-paper]
+
+Measures, in one process: the float32 matrix-multiply peak of this machine (a 4096^3 product),
+one run at the paper's size (batch 6144, d = 15, widths 150-750), one run at batch 1024, and a
+vmapped grid of 8 small runs. Figures are medians over repeats (min-max in brackets); compile
+time is reported separately. Nothing here is an assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmmcl.config import run_config_from_dict, stack_hyperparams
+from jaxmmcl.training import _grid_programs, step_flops
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+    """Measured float32 GFLOP/s of an n x n x n matrix product."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / np.median(times) / 1e9
+
+
+def measure(config: dict, runs: int, steps: int, repeats: int) -> dict:
+    """Seconds per step of a grid of ``runs`` vmapped runs, ``steps`` steps per timed call."""
+    cfg = run_config_from_dict(config)
+    static = cfg.static
+    init, chunk = _grid_programs(static)
+    hypers = stack_hyperparams([cfg.hyper] * runs)
+    seeds = jnp.arange(runs, dtype=jnp.uint32)
+    simulation, state = init(seeds, hypers)
+    t0 = time.perf_counter()
+    compiled = chunk.lower(state, simulation, hypers, steps).compile()
+    compile_s = time.perf_counter() - t0
+    state, _ = compiled(state, simulation, hypers)  # warm-up
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, loss = compiled(state, simulation, hypers)
+        jax.block_until_ready(loss)
+        times.append((time.perf_counter() - t0) / steps)
+    flops = step_flops(static) * runs
+    return {
+        "s_per_step": float(np.median(times)),
+        "min": float(np.min(times)),
+        "max": float(np.max(times)),
+        "gflops": flops / np.median(times) / 1e9,
+        "compile_s": compile_s,
+        "gflop_per_step": flops / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-paper", action="store_true", help="skip the batch-6144 case")
+    args = parser.parse_args()
+    print(f"devices: {jax.devices()}")
+    peak = matmul_peak()
+    print(f"float32 matmul peak (4096^3): {peak:.1f} GFLOP/s")
+    paper = {"simulation": {"n_c": 5, "n_s": 5, "n_m": 5}, "train": {"learning_rate": 1e-4}}
+    cases = [
+        ("paper size, 1 run, batch 6144", paper | {"train": {"batch_size": 6144}}, 1, 2),
+        ("paper widths, 1 run, batch 1024", paper | {"train": {"batch_size": 1024}}, 1, 5),
+        (
+            "small, 8 vmapped runs, batch 512",
+            {
+                "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
+                "model": {"widths": [60, 300, 300, 300, 300, 60]},
+                "train": {"batch_size": 512},
+            },
+            8,
+            20,
+        ),
+    ]
+    if args.skip_paper:
+        cases = cases[1:]
+    for name, config, runs, steps in cases:
+        r = measure(config, runs, steps, args.repeats)
+        print(
+            f"{name}: {r['s_per_step']:.3f} s/step [{r['min']:.3f}-{r['max']:.3f}], "
+            f"{r['gflop_per_step']:.1f} GFLOP/step, {r['gflops']:.1f} GFLOP/s "
+            f"({100 * r['gflops'] / peak:.0f} % of peak), compile {r['compile_s']:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Shared test settings. Every test that trains uses the tiny configurations below, so each
+compiled program is built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+# Test programs are tiny: LLVM's optimisation passes would cost far more time than they save.
+# Must be set before jax is imported.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
+
+import pytest  # noqa: E402
+
+TINY = {
+    "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
+    "model": {"widths": [16, 16]},
+    "train": {"batch_size": 32, "steps": 20, "log_every": 10, "learning_rate": 1e-3},
+    "eval": {"n_fit": 64, "n_test": 64, "nonlinear": "mlp", "mlp_steps": 20},
+}
+
+
+@pytest.fixture
+def tiny_sweep() -> dict:
+    """A two-group sweep (multi-view and multimodal) of tiny runs."""
+    return {
+        "name": "tiny",
+        "base": TINY,
+        "axes": {
+            "setting": {
+                "independent": {"simulation.p_change": 1.0},
+                "causal": {"simulation.p_change": 0.75, "simulation.causal_strength": 1.0},
+            },
+            "mechanism": {
+                "multi-view": {
+                    "simulation.shared_mixing": True,
+                    "model.shared_encoder": True,
+                    "simulation.n_m": 0,
+                },
+                "multimodal": {},
+            },
+            "seed": [0, 1],
+        },
+    }

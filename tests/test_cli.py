@@ -1,0 +1,123 @@
+"""The command line and sweep files: end to end, determinism, and bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from jaxmmcl.cli import main
+from jaxmmcl.config import ConfigError, run_config_from_dict
+from jaxmmcl.reports import load_results
+from jaxmmcl.sweeps import load_sweep
+
+
+def write_sweep(tmp_path, spec, name="sweep.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_cli_run_writes_results_config_and_table(tmp_path, tiny_sweep, capsys):
+    sweep = write_sweep(tmp_path, tiny_sweep)
+    assert main(["run", str(sweep), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = load_results(tmp_path / "out")
+    # 2 settings x 2 seeds x (multi-view: 2 encoders x 3 factors + multimodal: 2 x 5).
+    assert len(rows) == 4 * (6 + 10)
+    expected = ["run", "group", "seed", "setting", "mechanism", "simulation.p_change",
+                "simulation.causal_strength", "simulation.shared_mixing", "model.shared_encoder",
+                "simulation.n_m", "encoder", "factor", "r2_linear", "r2_nonlinear", "loss",
+                "status"]  # fmt: skip
+    assert list(rows[0]) == expected
+    assert {r["factor"] for r in rows if r["mechanism"] == "multi-view"} == {"c", "s", "s_tilde"}
+    assert {r["status"] for r in rows} == {"ok"}
+    assert {r["group"] for r in rows} == {0, 1}
+    table = (tmp_path / "out" / "tiny.md").read_text()
+    assert "| independent |" in table and "multimodal: c" in table
+    assert "tiny: nonlinear R^2" in capsys.readouterr().out
+
+    # The saved config repeats the sweep exactly; the same sweep gives identical results.
+    again = tmp_path / "again"
+    assert main(["run", str(tmp_path / "out" / "config.yaml"), "--out", str(again), "--quiet"]) == 0
+    first = (tmp_path / "out" / "results.csv").read_text()
+    assert (again / "results.csv").read_text() == first
+    losses = list(csv.DictReader((tmp_path / "out" / "losses.csv").open()))
+    assert len(losses) == 8 * 2
+
+
+def test_set_overrides_and_scales(tmp_path, tiny_sweep):
+    tiny_sweep["scales"] = {"big": {"train.steps": 40}}
+    path = write_sweep(tmp_path, tiny_sweep)
+    sweep = load_sweep(path, scale="big", overrides={"seed": 7, "train.batch_size": 16})
+    assert len(sweep.runs) == 4
+    assert {r.config.seed for r in sweep.runs} == {7}
+    assert {r.config.static.train.steps for r in sweep.runs} == {40}
+    assert {r.config.static.train.batch_size for r in sweep.runs} == {16}
+    assert len(sweep.groups()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "simulation.n_c=-1"], "simulation.n_c: expected an integer >= 1, got -1"),
+        (["--set", "train.batch_size=0"], "train.batch_size: expected an integer >= 2, got 0"),
+        (["--set", "train.temperature=-1"], "train.temperature: expected a number in (0.0,"),
+        (["--set", "simulation.p_change=0.5"], "simulation.p_change=0.5: this key is set by"),
+        (["--set", "simulation.nc=2"], "simulation.nc: unknown key"),
+        (["--set", "simulation.mixing=spline"], "simulation.mixing: expected one of mlp, linear"),
+        (["--set", "train.learning_rate=fast"], "train.learning_rate: expected a number"),
+        (["--set", "train.steps"], "expected key=value"),
+        (["--scale", "huge"], "--scale: unknown scale 'huge'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_sweep, capsys, args, message):
+    sweep = write_sweep(tmp_path, tiny_sweep)
+    out = tmp_path / "out"
+    assert main(["run", str(sweep), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_missing_sweep_file_and_unknown_experiment(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert main(["reproduce", "table9", "--out", str(tmp_path / "o")]) == 2
+    assert "table9" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_axis_values_name_the_axis(tmp_path, tiny_sweep):
+    tiny_sweep["axes"]["simulation.n_s"] = [1, -3]
+    with pytest.raises(ConfigError, match=r"simulation.n_s: expected an integer >= 0, got -3"):
+        load_sweep(write_sweep(tmp_path, tiny_sweep))
+    tiny_sweep["axes"]["simulation.n_s"] = [2]
+    tiny_sweep["axes"]["setting"]["independent"]["simulation.p_change"] = 1.5
+    with pytest.raises(ConfigError, match=r"simulation.p_change: expected a number in \[0.0, 1.0\]"):
+        load_sweep(write_sweep(tmp_path, tiny_sweep))
+    tiny_sweep["axes"]["simulation.n_s"] = "five"
+    with pytest.raises(ConfigError, match="axes.simulation.n_s: expected a non-empty list"):
+        load_sweep(write_sweep(tmp_path, tiny_sweep))
+
+
+def test_config_round_trip_and_type_checks():
+    cfg = run_config_from_dict({"simulation.n_c": 3, "train": {"learning_rate": 1e-3}, "seed": 5})
+    assert run_config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="simulation.n_c: expected an integer >= 1, got 2.5"):
+        run_config_from_dict({"simulation.n_c": 2.5})
+    with pytest.raises(ConfigError, match="model.shared_encoder: expected true or false"):
+        run_config_from_dict({"model.shared_encoder": "yes"})
+    assert cfg.static.widths == (130, 650, 650, 650, 650, 130)  # paper ratios for d = 13
+
+
+def test_table1_sweep_validates_at_both_scales():
+    from jaxmmcl.cli import SWEEPS_DIR
+
+    for scale in ("cpu", "paper"):
+        sweep = load_sweep(SWEEPS_DIR / "table1.yaml", scale=scale)
+        assert len(sweep.runs) == 30 and len(sweep.groups()) == 2
+    paper = load_sweep(SWEEPS_DIR / "table1.yaml", scale="paper").runs[-1].config
+    assert paper.static.train.batch_size == 6144 and paper.static.train.steps == 300_000
+    assert paper.static.widths == (150, 750, 750, 750, 750, 150)
+    assert paper.hyper.learning_rate == 1e-4

@@ -1,0 +1,106 @@
+"""The generative process: latents, their dependence structure, and the mechanisms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmmcl.config import Hyperparams, SimulationConfig, stack_hyperparams
+from jaxmmcl.latents import init_latent_params, sample_latents
+from jaxmmcl.mixing import apply_mixing, condition_threshold, init_mixings, invert_mixing
+from jaxmmcl.simulation import init_simulation, sample_pairs
+
+SIM = SimulationConfig(n_c=3, n_s=4, n_m=2)
+
+
+def hyper(**kwargs):
+    return jax.tree.map(lambda x: x[0], stack_hyperparams([Hyperparams(**kwargs)]))
+
+
+def draw(n=20_000, sim=SIM, **kwargs):
+    key = jax.random.key(0)
+    params = init_latent_params(jax.random.fold_in(key, 1), sim, hyper(**kwargs))
+    return params, sample_latents(jax.random.fold_in(key, 2), params, n)
+
+
+def test_content_is_shared_and_blocks_have_their_sizes():
+    simulation = init_simulation(jax.random.key(3), SIM, hyper(p_change=0.5))
+    x1, x2, lat = sample_pairs(jax.random.key(4), simulation, SIM, 100)
+    assert x1.shape == x2.shape == (100, SIM.dim)
+    np.testing.assert_array_equal(lat.z1[:, : SIM.n_c], lat.z2[:, : SIM.n_c])
+    assert lat.s.shape == lat.s_tilde.shape == (100, 4) and lat.m1.shape == (100, 2)
+
+
+@pytest.mark.parametrize("p_change", [0.0, 0.25, 0.75, 1.0])
+def test_fraction_of_changed_style_components_matches_p_change(p_change):
+    _, lat = draw(p_change=p_change)
+    changed = np.mean(np.asarray(lat.s != lat.s_tilde))
+    assert abs(changed - p_change) < 0.01
+
+
+def test_independent_blocks_are_standard_normal_and_uncorrelated():
+    _, lat = draw()
+    z = np.asarray(jnp.concatenate([lat.c, lat.s, lat.m1, lat.m2], axis=1))
+    np.testing.assert_allclose(np.cov(z.T), np.eye(z.shape[1]), atol=0.05)
+
+
+def test_causal_dependence_shows_in_the_sample_covariance():
+    params, lat = draw(causal_strength=2.0)
+    c, s = np.asarray(lat.c), np.asarray(lat.s)
+    # s = s0 + B c + a with c ~ N(0, I): Cov(s, c) = B, Cov(s) = I + B B^T.
+    b = np.asarray(params.b)
+    cross = (s - s.mean(0)).T @ (c - c.mean(0)) / len(c)
+    np.testing.assert_allclose(cross, b, atol=0.1)
+    np.testing.assert_allclose(np.cov(s.T), np.eye(4) + b @ b.T, atol=0.3 * np.abs(b).max() ** 2)
+    _, indep = draw(causal_strength=0.0)
+    cross0 = np.asarray(indep.s).T @ np.asarray(indep.c) / len(c)
+    assert np.abs(cross0).max() < 0.05
+
+
+def test_statistical_dependence_uses_the_wishart_covariance():
+    params, lat = draw(statistical=True)
+    factor = np.asarray(params.factor_c)
+    assert not np.allclose(factor, np.eye(3))
+    np.testing.assert_allclose(
+        np.cov(np.asarray(lat.c).T), factor @ factor.T, atol=0.05 * np.abs(factor @ factor.T).max()
+    )
+
+
+def test_empty_modality_specific_blocks_work():
+    sim = SimulationConfig(n_c=2, n_s=2, n_m=0)
+    simulation = init_simulation(jax.random.key(0), sim, hyper())
+    x1, _, lat = sample_pairs(jax.random.key(1), simulation, sim, 10)
+    assert x1.shape == (10, 4) and lat.m1.shape == (10, 0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_mixing_matrices_meet_the_condition_rule_and_invert(kind):
+    dim = SIM.dim
+    weights = init_mixings(jax.random.key(5), dim, 3, 2)
+    assert weights.shape == (2, 3, dim, dim)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, dim, dim)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-5)
+    assert np.all(np.abs(w) <= 1.0)
+    assert np.all(np.linalg.cond(w) <= condition_threshold(dim) * (1 + 1e-4))
+    z = jax.random.normal(jax.random.key(6), (500, dim))
+    x = apply_mixing(weights[0], z, kind)
+    np.testing.assert_allclose(invert_mixing(weights[0], x, kind), z, atol=1e-3)
+
+
+def test_condition_threshold_is_the_quantile_of_random_matrices():
+    dim = 5
+    rng = np.random.default_rng(123)
+    w = rng.uniform(-1, 1, (25_000, dim, dim))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    reference = np.quantile(np.linalg.cond(w), 0.001)
+    assert abs(condition_threshold(dim) - reference) / reference < 0.1
+
+
+def test_shared_mixing_uses_one_mechanism():
+    shared = SimulationConfig(n_c=2, n_s=2, n_m=0, shared_mixing=True)
+    simulation = init_simulation(jax.random.key(0), shared, hyper())
+    np.testing.assert_array_equal(simulation.mixing1, simulation.mixing2)
+    distinct = init_simulation(jax.random.key(0), SIM, hyper())
+    assert not np.allclose(distinct.mixing1, distinct.mixing2)

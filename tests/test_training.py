@@ -1,0 +1,68 @@
+"""The training grid: vmapped runs equal runs trained alone; divergence stays contained."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from conftest import TINY
+
+from jaxmmcl.config import Hyperparams, run_config_from_dict, stack_hyperparams
+from jaxmmcl.evaluation.protocol import evaluate_grid
+from jaxmmcl.training import lr_multiplier, train_grid
+
+STATIC = run_config_from_dict(TINY).static
+HYPERS = [
+    Hyperparams(p_change=1.0, learning_rate=1e-3),
+    Hyperparams(p_change=0.75, causal_strength=1.0, learning_rate=3e-3),
+    Hyperparams(p_change=0.5, statistical=True, learning_rate=1e-3, temperature=0.5),
+    Hyperparams(p_change=0.75, statistical=True, causal_strength=2.0, learning_rate=2e-3),
+]
+SEEDS = [3, 1, 4, 1]
+
+
+def test_run_i_of_a_vmapped_grid_equals_the_run_alone():
+    grid = train_grid(STATIC, jnp.asarray(SEEDS), stack_hyperparams(HYPERS))
+    scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.state.params)
+    for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS)):
+        alone = train_grid(STATIC, jnp.asarray([seed]), stack_hyperparams([hyper]))
+        np.testing.assert_allclose(grid.loss_history[i], alone.loss_history[0], rtol=1e-4)
+        for a, b in zip(jax.tree.leaves(grid.state.params), jax.tree.leaves(alone.state.params)):
+            np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5)
+        one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.state.params)
+        np.testing.assert_allclose(scores.r2_linear[i], one.r2_linear[0], atol=1e-4)
+
+
+def test_runs_with_equal_seeds_share_the_simulation_but_not_other_seeds():
+    grid = train_grid(STATIC, jnp.asarray(SEEDS), stack_hyperparams(HYPERS))
+    np.testing.assert_array_equal(grid.simulation.mixing1[1], grid.simulation.mixing1[3])
+    assert not np.allclose(grid.simulation.mixing1[0], grid.simulation.mixing1[1])
+    assert grid.loss_history.shape == (4, 2) and not grid.diverged.any()
+
+
+def test_a_diverged_run_is_marked_and_does_not_spoil_the_others():
+    hypers = [Hyperparams(learning_rate=1e-3), Hyperparams(learning_rate=1e-3, temperature=1e-30)]
+    grid = train_grid(STATIC, jnp.asarray([0, 0]), stack_hyperparams(hypers))
+    assert grid.diverged.tolist() == [False, True]
+    assert np.isnan(grid.final_loss[1]) and np.isfinite(grid.final_loss[0])
+    alone = train_grid(STATIC, jnp.asarray([0]), stack_hyperparams(hypers[:1]))
+    np.testing.assert_allclose(grid.loss_history[0], alone.loss_history[0], rtol=1e-4)
+    for leaf in jax.tree.leaves(grid.state.params):
+        assert np.all(np.isfinite(leaf))
+
+
+def test_training_lowers_the_loss():
+    static = dataclasses.replace(
+        STATIC, train=dataclasses.replace(STATIC.train, steps=200, log_every=100)
+    )
+    grid = train_grid(static, jnp.asarray([0]), stack_hyperparams([Hyperparams(learning_rate=3e-3)]))
+    first, last = grid.loss_history[0]
+    assert last < first - 0.1
+
+
+def test_cosine_schedule_with_warmup():
+    train = dataclasses.replace(STATIC.train, steps=100, warmup_steps=10, schedule="cosine")
+    values = np.asarray([lr_multiplier(s, train) for s in (0, 9, 10, 55, 100)])
+    np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
