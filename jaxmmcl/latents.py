@@ -76,9 +76,7 @@ def _covariance_factor(key: jax.Array, size: int, statistical: jnp.ndarray) -> j
     return jnp.where(statistical > 0, x.T, jnp.eye(size))
 
 
-def init_latent_params(
-    key: jax.Array, sim: SimulationConfig, hyper: HyperArrays
-) -> LatentParams:
+def init_latent_params(key: jax.Array, sim: SimulationConfig, hyper: HyperArrays) -> LatentParams:
     """Draws the per-simulation latent parameters.
 
     Args:
@@ -118,7 +116,11 @@ def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
     mask = jax.random.bernoulli(km, params.p_change, s.shape)
     s_tilde = s + mask * gaussian(ke, params.factor_eps)
     return Latents(
-        c=c, s=s, s_tilde=s_tilde, m1=gaussian(k1, params.factor_m1), m2=gaussian(k2, params.factor_m2)
+        c=c,
+        s=s,
+        s_tilde=s_tilde,
+        m1=gaussian(k1, params.factor_m1),
+        m2=gaussian(k2, params.factor_m2),
     )
 
 

@@ -106,7 +106,9 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, show_progress: bool = True) 
     columns = [*FIXED_COLUMNS, *sweep.param_columns, *SCORE_COLUMNS]
     rows.sort(key=lambda r: r["run"])
     write_csv(out / "results.csv", rows, columns)
-    write_csv(out / "losses.csv", sorted(loss_rows, key=lambda r: r["run"]), ["run", "step", "loss"])
+    write_csv(
+        out / "losses.csv", sorted(loss_rows, key=lambda r: r["run"]), ["run", "step", "loss"]
+    )
     if {"setting", "mechanism"} <= set(sweep.axes):
         title = f"# {sweep.name}: nonlinear R^2 (mean ± std over seeds)\n\n"
         write_atomic(out / f"{sweep.name}.md", title + paper_table(rows))

@@ -55,7 +55,7 @@ _Loader.add_implicit_resolver(
 
 def read_yaml(text: str):
     """Parses YAML text with :class:`_Loader`."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass(frozen=True)

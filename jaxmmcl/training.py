@@ -13,6 +13,7 @@ stay frozen at their last finite value, so the rest of its grid is unaffected.
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,9 +109,7 @@ def train_step(
 ) -> tuple[TrainState, jnp.ndarray]:
     """One optimiser step of one run; returns the new state and the step's loss."""
     key, batch_key = jax.random.split(state.key)
-    loss, grads = jax.value_and_grad(batch_loss)(
-        state.params, batch_key, simulation, hyper, static
-    )
+    loss, grads = jax.value_and_grad(batch_loss)(state.params, batch_key, simulation, hyper, static)
     tx = make_optimizer(hyper.learning_rate, static.train)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -172,7 +171,7 @@ def step_flops(static: StaticConfig) -> float:
     batches of ``batch_size`` rows each step sees; the mixing and the loss are negligible.
     """
     dims = (static.simulation.dim, *static.widths, static.encoding_size)
-    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    macs = sum(a * b for a, b in itertools.pairwise(dims))
     return 3 * 2 * macs * 4 * static.train.batch_size
 
 
@@ -182,7 +181,7 @@ def chunk_lengths(train: TrainConfig) -> list[int]:
     return [train.log_every] * full + ([rest] if rest else [])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grid_programs(static: StaticConfig) -> tuple[Callable, Callable]:
     init = jax.jit(jax.vmap(lambda seed, hyper: init_run(seed, hyper, static)))
     chunk = jax.jit(

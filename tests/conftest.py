@@ -11,7 +11,7 @@ os.environ.setdefault(
     "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
 
-import pytest  # noqa: E402
+import pytest
 
 TINY = {
     "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},

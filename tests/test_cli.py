@@ -71,7 +71,9 @@ def test_set_overrides_and_scales(tmp_path, tiny_sweep):
         (["--scale", "huge"], "--scale: unknown scale 'huge'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_sweep, capsys, args, message):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path, tiny_sweep, capsys, args, message
+):
     sweep = write_sweep(tmp_path, tiny_sweep)
     out = tmp_path / "out"
     assert main(["run", str(sweep), "--out", str(out), *args]) == 2
@@ -94,19 +96,21 @@ def test_bad_axis_values_name_the_axis(tmp_path, tiny_sweep):
         load_sweep(write_sweep(tmp_path, tiny_sweep))
     tiny_sweep["axes"]["simulation.n_s"] = [2]
     tiny_sweep["axes"]["setting"]["independent"]["simulation.p_change"] = 1.5
-    with pytest.raises(ConfigError, match=r"simulation.p_change: expected a number in \[0.0, 1.0\]"):
+    with pytest.raises(
+        ConfigError, match=r"simulation.p_change: expected a number in \[0.0, 1.0\]"
+    ):
         load_sweep(write_sweep(tmp_path, tiny_sweep))
     tiny_sweep["axes"]["simulation.n_s"] = "five"
-    with pytest.raises(ConfigError, match="axes.simulation.n_s: expected a non-empty list"):
+    with pytest.raises(ConfigError, match=r"axes\.simulation\.n_s: expected a non-empty list"):
         load_sweep(write_sweep(tmp_path, tiny_sweep))
 
 
 def test_config_round_trip_and_type_checks():
     cfg = run_config_from_dict({"simulation.n_c": 3, "train": {"learning_rate": 1e-3}, "seed": 5})
     assert run_config_from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="simulation.n_c: expected an integer >= 1, got 2.5"):
+    with pytest.raises(ConfigError, match=r"simulation\.n_c: expected an integer >= 1, got 2\.5"):
         run_config_from_dict({"simulation.n_c": 2.5})
-    with pytest.raises(ConfigError, match="model.shared_encoder: expected true or false"):
+    with pytest.raises(ConfigError, match=r"model\.shared_encoder: expected true or false"):
         run_config_from_dict({"model.shared_encoder": "yes"})
     assert cfg.static.widths == (130, 650, 650, 650, 650, 130)  # paper ratios for d = 13
 
@@ -121,3 +125,10 @@ def test_table1_sweep_validates_at_both_scales():
     assert paper.static.train.batch_size == 6144 and paper.static.train.steps == 300_000
     assert paper.static.widths == (150, 750, 750, 750, 750, 150)
     assert paper.hyper.learning_rate == 1e-4
+
+
+def test_set_values_parse_as_yaml_with_exponent_floats():
+    from jaxmmcl.sweeps import parse_overrides
+
+    parsed = parse_overrides(["train.learning_rate=2e-3", "model.widths=[8, 8]", "x=true", "y=a"])
+    assert parsed == {"train.learning_rate": 0.002, "model.widths": [8, 8], "x": True, "y": "a"}

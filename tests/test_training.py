@@ -26,10 +26,12 @@ SEEDS = [3, 1, 4, 1]
 def test_run_i_of_a_vmapped_grid_equals_the_run_alone():
     grid = train_grid(STATIC, jnp.asarray(SEEDS), stack_hyperparams(HYPERS))
     scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.state.params)
-    for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS)):
+    for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS, strict=True)):
         alone = train_grid(STATIC, jnp.asarray([seed]), stack_hyperparams([hyper]))
         np.testing.assert_allclose(grid.loss_history[i], alone.loss_history[0], rtol=1e-4)
-        for a, b in zip(jax.tree.leaves(grid.state.params), jax.tree.leaves(alone.state.params)):
+        for a, b in zip(
+            jax.tree.leaves(grid.state.params), jax.tree.leaves(alone.state.params), strict=True
+        ):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5)
         one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.state.params)
         np.testing.assert_allclose(scores.r2_linear[i], one.r2_linear[0], atol=1e-4)
@@ -57,7 +59,9 @@ def test_training_lowers_the_loss():
     static = dataclasses.replace(
         STATIC, train=dataclasses.replace(STATIC.train, steps=200, log_every=100)
     )
-    grid = train_grid(static, jnp.asarray([0]), stack_hyperparams([Hyperparams(learning_rate=3e-3)]))
+    grid = train_grid(
+        static, jnp.asarray([0]), stack_hyperparams([Hyperparams(learning_rate=3e-3)])
+    )
     first, last = grid.loss_history[0]
     assert last < first - 0.1
 

@@ -8,6 +8,17 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
+def _column_mean(a: jnp.ndarray) -> jnp.ndarray:
+    """Column means, exact for constant columns.
+
+    XLA's mean is not exact even when every entry is equal (it may multiply by a rounded
+    ``1 / n``), which would turn a constant target into noise: a nonzero SS_tot and predictions
+    off by one ulp, where scikit-learn sees SS_tot == 0 and predicts the constant exactly.
+    """
+    constant = jnp.all(a == a[:1], axis=0)
+    return jnp.where(constant, a[0], jnp.mean(a, axis=0))
+
+
 def r2_score(y_true: jnp.ndarray, y_pred: jnp.ndarray) -> jnp.ndarray:
     """R^2 per output column, as scikit-learn's ``r2_score(..., multioutput="raw_values")``.
 
@@ -20,7 +31,7 @@ def r2_score(y_true: jnp.ndarray, y_pred: jnp.ndarray) -> jnp.ndarray:
       predicted exactly and 0.0 otherwise (scikit-learn's convention).
     """
     ss_res = jnp.sum((y_true - y_pred) ** 2, axis=0)
-    ss_tot = jnp.sum((y_true - jnp.mean(y_true, axis=0)) ** 2, axis=0)
+    ss_tot = jnp.sum((y_true - _column_mean(y_true)) ** 2, axis=0)
     constant = ss_tot == 0
     safe_tot = jnp.where(constant, 1.0, ss_tot)
     return jnp.where(constant, jnp.where(ss_res == 0, 1.0, 0.0), 1.0 - ss_res / safe_tot)
@@ -37,7 +48,7 @@ def fit_linear(x: jnp.ndarray, y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray
       ``(w, b)`` with shapes ``(k, t)`` and ``(t,)``; the minimum-norm solution when ``x`` is
       rank deficient (as scikit-learn's LinearRegression).
     """
-    x_mean, y_mean = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
+    x_mean, y_mean = _column_mean(x), _column_mean(y)
     w, *_ = jnp.linalg.lstsq(x - x_mean, y - y_mean)
     return w, y_mean - x_mean @ w
 

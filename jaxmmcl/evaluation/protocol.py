@@ -10,6 +10,7 @@ each averaged uniformly over the block's components.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import jax
@@ -19,6 +20,7 @@ from flax import struct
 
 from jaxmmcl.config import StaticConfig
 from jaxmmcl.encoders import encode
+from jaxmmcl.evaluation.kernel_ridge import kernel_ridge_r2_grid
 from jaxmmcl.evaluation.linear import fit_linear, r2_score
 from jaxmmcl.evaluation.mlp import mlp_r2
 from jaxmmcl.latents import BLOCKS, block_sizes
@@ -82,7 +84,7 @@ def block_means(per_column: jnp.ndarray, sizes: tuple[int, ...]) -> jnp.ndarray:
     """Averages ``(..., t)`` per-column scores over consecutive blocks: ``(..., len(sizes))``."""
     bounds = np.cumsum((0, *sizes))
     return jnp.stack(
-        [jnp.mean(per_column[..., lo:hi], axis=-1) for lo, hi in zip(bounds[:-1], bounds[1:])],
+        [jnp.mean(per_column[..., lo:hi], axis=-1) for lo, hi in itertools.pairwise(bounds)],
         axis=-1,
     )
 
@@ -109,7 +111,7 @@ def mlp_scores(
     return jax.vmap(one)(samples.h_fit, samples.h_test)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _programs(static: StaticConfig):
     sizes = factor_sizes(static)
     encode_fn = jax.jit(
@@ -152,7 +154,24 @@ def evaluate_grid(
     if static.eval.nonlinear == "mlp":
         r2_nonlinear = np.asarray(mlp_fn(seeds, samples))
     else:
-        from jaxmmcl.evaluation.kernel_ridge import kernel_ridge_blocks_grid
-
-        r2_nonlinear = kernel_ridge_blocks_grid(samples, factor_sizes(static))
+        r2_nonlinear = kernel_ridge_scores(samples, factor_sizes(static))
     return EvalResult(factors(static), r2_linear, r2_nonlinear)
+
+
+def kernel_ridge_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> np.ndarray:
+    """``(R, 2, n_blocks)`` cross-validated kernel ridge R^2 for stacked samples of R runs.
+
+    Both encodings of every run form one list of ``2 R`` regression problems; the targets are
+    shared by the two encodings of a run.
+    """
+    runs, encoders, n_fit, k = samples.h_fit.shape
+    result = kernel_ridge_r2_grid(
+        samples.h_fit.reshape(runs * encoders, n_fit, k),
+        jnp.repeat(samples.y_fit, encoders, axis=0),
+        samples.h_test.reshape(runs * encoders, -1, k),
+        jnp.repeat(samples.y_test, encoders, axis=0),
+        sizes,
+        # Batching runs pays off only while their kernels are small.
+        run_batch=max(1, min(runs * encoders, 2**27 // n_fit**2)),
+    )
+    return result.r2.reshape(runs, encoders, -1)

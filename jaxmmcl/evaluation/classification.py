@@ -1,0 +1,226 @@
+"""Classification accuracy for discrete ground-truth factors, in JAX.
+
+Two classifiers, both pure functions of arrays, jittable (``n_classes`` and the loop lengths are
+static) and vmappable over a leading run axis:
+
+* :func:`logistic_accuracy` -- multinomial logistic regression with scikit-learn's
+  ``LogisticRegression()`` objective (L2 penalty ``1 / (2 C)`` on the weights, unpenalised
+  intercepts, C = 1), minimised by full-batch Newton steps to a tight gradient tolerance.
+* :func:`mlp_accuracy` -- a one-hidden-layer ReLU MLP (scikit-learn ``MLPClassifier``'s
+  architecture: Glorot-uniform initialisation, softmax cross-entropy, L2 penalty ``l2 / 2 *
+  ||W||^2`` on weights averaged like its loss), trained by full-batch Adam for a fixed number
+  of steps. Full-batch rather than scikit-learn's minibatches so runs vectorise; on the same
+  problem it reaches comparable accuracy, not identical predictions.
+
+Labels are integers in ``[0, n_classes)``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+
+def _softmax_loss(params, x, labels):
+    logits = x @ params["w"] + params["b"]
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "max_steps"))
+def logistic_fit(
+    x: jnp.ndarray,
+    labels: jnp.ndarray,
+    n_classes: int,
+    *,
+    c: float = 1.0,
+    max_steps: int = 50,
+    tol: float = 1e-6,
+) -> dict[str, jnp.ndarray]:
+    """Fits L2-regularised multinomial logistic regression like ``LogisticRegression(C=c)``.
+
+    Minimises ``mean_i CE(x_i W + b, labels_i) + penalty / (2 c n)`` where the penalty is
+    ``||W||^2`` for ``n_classes > 2`` (scikit-learn's multinomial parametrisation, one weight
+    column per class) and ``2 ||W||^2`` for two classes: scikit-learn fits a single binomial
+    weight vector ``w = W[:, 1] - W[:, 0]``, whose penalty ``||w||^2`` equals ``2 ||W||^2`` at
+    the symmetric optimum ``W[:, 0] = -W[:, 1]``.
+
+    The optimiser is Newton's method with a vectorised backtracking search over step sizes
+    ``1, 1/2, ..., 1/512`` (the best loss wins, so the loss never increases): the problem has
+    only ``(k + 1) n_classes`` parameters, Newton converges in a handful of steps, and its
+    program compiles much faster than L-BFGS with a line search.
+
+    Args:
+      x: features, shape ``(n, k)``.
+      labels: integer labels, shape ``(n,)``.
+      n_classes: number of classes (static), at least 2.
+      c: inverse regularisation strength, scikit-learn's ``C``.
+      max_steps: Newton step limit (static).
+      tol: stop once the gradient's largest absolute entry is below this.
+
+    Returns:
+      ``{"w": (k, n_classes), "b": (n_classes,)}``.
+    """
+    n, k = x.shape
+    strength = (2.0 if n_classes == 2 else 1.0) / (2.0 * c * n)
+
+    def unflatten(theta):
+        return {"w": theta[: k * n_classes].reshape(k, n_classes), "b": theta[k * n_classes :]}
+
+    def loss(theta):
+        params = unflatten(theta)
+        return _softmax_loss(params, x, labels) + strength * jnp.sum(params["w"] ** 2)
+
+    grad_fn, hess_fn = jax.grad(loss), jax.hessian(loss)
+    # Adding a constant to every intercept changes nothing: the Hessian is singular along that
+    # direction (where the gradient is zero), so a tiny ridge makes the Newton system solvable.
+    ridge = 1e-6 * jnp.eye((k + 1) * n_classes, dtype=x.dtype)
+    step_sizes = 0.5 ** jnp.arange(10, dtype=x.dtype)
+
+    def cond(carry):
+        step, _, grad = carry
+        return (step < max_steps) & (jnp.max(jnp.abs(grad)) > tol)
+
+    def body(carry):
+        step, theta, grad = carry
+        direction = jnp.linalg.solve(hess_fn(theta) + ridge, grad)
+        candidates = theta - step_sizes[:, None] * direction
+        losses = jax.vmap(loss)(candidates)
+        best = jnp.argmin(jnp.where(jnp.isnan(losses), jnp.inf, losses))
+        theta = jnp.where(losses[best] <= loss(theta), candidates[best], theta)
+        return step + 1, theta, grad_fn(theta)
+
+    theta = jnp.zeros((k + 1) * n_classes, x.dtype)
+    _, theta, _ = lax.while_loop(cond, body, (0, theta, grad_fn(theta)))
+    return unflatten(theta)
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "max_steps"))
+def logistic_accuracy(
+    x_fit: jnp.ndarray,
+    labels_fit: jnp.ndarray,
+    x_test: jnp.ndarray,
+    labels_test: jnp.ndarray,
+    n_classes: int,
+    *,
+    c: float = 1.0,
+    max_steps: int = 50,
+) -> jnp.ndarray:
+    """Test accuracy of :func:`logistic_fit` fitted on the fit set.
+
+    Args:
+      x_fit, labels_fit: shapes ``(n_fit, k)`` and ``(n_fit,)``.
+      x_test, labels_test: shapes ``(n_test, k)`` and ``(n_test,)``.
+      n_classes: number of classes (static).
+      c, max_steps: as in :func:`logistic_fit`.
+
+    Returns:
+      A scalar: the fraction of test labels predicted correctly.
+    """
+    params = logistic_fit(x_fit, labels_fit, n_classes, c=c, max_steps=max_steps)
+    pred = jnp.argmax(x_test @ params["w"] + params["b"], axis=-1)
+    return jnp.mean(pred == labels_test)
+
+
+def _glorot(key, fan_in, fan_out, dtype):
+    # scikit-learn's MLP initialisation bound for ReLU and softmax layers.
+    bound = jnp.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, (fan_in, fan_out), dtype, -bound, bound)
+
+
+def _mlp_logits(params, x):
+    hidden = jax.nn.relu(x @ params["w1"] + params["b1"])
+    return hidden @ params["w2"] + params["b2"]
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "steps"))
+def mlp_fit(
+    key: jax.Array,
+    x: jnp.ndarray,
+    labels: jnp.ndarray,
+    n_classes: int,
+    *,
+    hidden: int = 100,
+    steps: int = 1000,
+    learning_rate: float = 1e-3,
+    l2: float = 1e-4,
+) -> dict[str, jnp.ndarray]:
+    """Trains a one-hidden-layer ReLU classifier with full-batch Adam.
+
+    Args:
+      key: PRNG key for the initialisation.
+      x: features, shape ``(n, k)``.
+      labels: integer labels, shape ``(n,)``.
+      n_classes: number of classes (static).
+      hidden: hidden width (static); scikit-learn's default is 100.
+      steps: Adam steps (static).
+      learning_rate: Adam step size.
+      l2: weight penalty ``l2 / (2 n) * ||W||^2`` (scikit-learn's ``alpha`` convention).
+
+    Returns:
+      ``{"w1": (k, hidden), "b1": (hidden,), "w2": (hidden, n_classes), "b2": (n_classes,)}``.
+    """
+    n, k = x.shape
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    dtype = x.dtype
+    params = {
+        "w1": _glorot(k1, k, hidden, dtype),
+        "b1": _glorot(k2, 1, hidden, dtype)[0],
+        "w2": _glorot(k3, hidden, n_classes, dtype),
+        "b2": _glorot(k4, 1, n_classes, dtype)[0],
+    }
+
+    def loss(params):
+        ce = jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(_mlp_logits(params, x), labels)
+        )
+        return ce + l2 / (2 * n) * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
+
+    opt = optax.adam(learning_rate)
+
+    def step(carry, _):
+        params, state = carry
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = lax.scan(step, (params, opt.init(params)), None, length=steps)
+    return params
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "steps"))
+def mlp_accuracy(
+    key: jax.Array,
+    x_fit: jnp.ndarray,
+    labels_fit: jnp.ndarray,
+    x_test: jnp.ndarray,
+    labels_test: jnp.ndarray,
+    n_classes: int,
+    *,
+    hidden: int = 100,
+    steps: int = 1000,
+    learning_rate: float = 1e-3,
+) -> jnp.ndarray:
+    """Test accuracy of :func:`mlp_fit` trained on the fit set.
+
+    Args:
+      key: PRNG key for the initialisation.
+      x_fit, labels_fit: shapes ``(n_fit, k)`` and ``(n_fit,)``.
+      x_test, labels_test: shapes ``(n_test, k)`` and ``(n_test,)``.
+      n_classes, hidden, steps, learning_rate: as in :func:`mlp_fit`.
+
+    Returns:
+      A scalar: the fraction of test labels predicted correctly.
+    """
+    params = mlp_fit(
+        key,
+        x_fit,
+        labels_fit,
+        n_classes,
+        hidden=hidden,
+        steps=steps,
+        learning_rate=learning_rate,
+    )
+    return jnp.mean(jnp.argmax(_mlp_logits(params, x_test), axis=-1) == labels_test)

@@ -1,0 +1,77 @@
+"""Logistic regression and MLP classifier accuracy against scikit-learn."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+
+from jaxmmcl.evaluation.classification import (
+    logistic_accuracy,
+    logistic_fit,
+    mlp_accuracy,
+)
+
+N = 200
+
+
+def _problem(n_classes: int, seed: int = 0, noise: float = 0.8, k: int = 4):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2 * N, k)).astype(np.float32)
+    logits = x @ rng.standard_normal((k, n_classes)) + noise * rng.standard_normal(
+        (2 * N, n_classes)
+    )
+    labels = np.argmax(logits, 1)
+    return x[:N], labels[:N], x[N:], labels[N:]
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_logistic_equals_sklearn(n_classes):
+    x_fit, y_fit, x_test, y_test = _problem(n_classes)
+    ref = LogisticRegression().fit(x_fit, y_fit)
+    params = logistic_fit(jnp.asarray(x_fit), jnp.asarray(y_fit), n_classes)
+    w, b = np.asarray(params["w"]), np.asarray(params["b"])
+    acc = np.mean(np.argmax(x_test @ w + b, 1) == y_test)
+    # One test sample of slack: scikit-learn itself stops at a gradient tolerance of 1e-4.
+    assert abs(acc - ref.score(x_test, y_test)) <= 1 / N + 1e-6
+    if n_classes == 2:  # scikit-learn's binomial vector is the difference of the two columns
+        w, b = (w[:, 1] - w[:, 0])[:, None], np.array([b[1] - b[0]])
+    else:  # intercepts are identified only up to a common shift
+        b, ref.intercept_ = b - b.mean(), ref.intercept_ - ref.intercept_.mean()
+    np.testing.assert_allclose(w, ref.coef_.T, atol=1e-2)
+    np.testing.assert_allclose(b, ref.intercept_, atol=1e-2)
+
+
+def test_logistic_regularisation_strength_follows_c():
+    x_fit, y_fit, _, _ = _problem(4, seed=1)
+    for c in (0.01, 100.0):
+        ref = LogisticRegression(C=c).fit(x_fit, y_fit)
+        w = np.asarray(logistic_fit(jnp.asarray(x_fit), jnp.asarray(y_fit), 4, c=c)["w"])
+        np.testing.assert_allclose(w, ref.coef_.T, atol=2e-2 * max(1.0, np.abs(w).max()))
+
+
+def test_logistic_vmaps_over_runs():
+    runs = [_problem(4, seed=s) for s in range(3)]
+    stacked = [np.stack(a) for a in zip(*runs, strict=True)]
+    acc = jax.jit(jax.vmap(functools.partial(logistic_accuracy, n_classes=4)))(*stacked)
+    single = []
+    for x_fit, y_fit, x_test, y_test in runs:
+        params = logistic_fit(jnp.asarray(x_fit), jnp.asarray(y_fit), 4)
+        single.append(np.mean(np.argmax(x_test @ params["w"] + params["b"], 1) == y_test))
+    np.testing.assert_allclose(np.asarray(acc), single, atol=1e-6)
+
+
+def test_mlp_comparable_to_sklearn_on_easy_problem():
+    rng = np.random.default_rng(3)
+    centres = 3.0 * rng.standard_normal((3, 2))
+    labels = rng.integers(0, 3, 2 * N)
+    x = (centres[labels] + rng.standard_normal((2 * N, 2))).astype(np.float32)
+    ref = MLPClassifier(max_iter=500, random_state=0).fit(x[:N], labels[:N])
+    ref_acc = ref.score(x[N:], labels[N:])
+    acc = mlp_accuracy(jax.random.key(0), x[:N], labels[:N], x[N:], labels[N:], 3, steps=500)
+    assert float(acc) >= min(ref_acc - 0.03, 0.9)
