@@ -70,3 +70,14 @@ def test_cosine_schedule_with_warmup():
     train = dataclasses.replace(STATIC.train, steps=100, warmup_steps=10, schedule="cosine")
     values = np.asarray([lr_multiplier(s, train) for s in (0, 9, 10, 55, 100)])
     np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_train_run_equals_the_grid_program():
+    from jaxmmcl.training import train_run
+
+    hyper = jax.tree.map(lambda x: x[0], stack_hyperparams(HYPERS[1:2]))
+    _, state, history = train_run(SEEDS[1], hyper, STATIC)
+    grid = train_grid(STATIC, jnp.asarray(SEEDS[1:2]), stack_hyperparams(HYPERS[1:2]))
+    np.testing.assert_allclose(history, grid.loss_history[0], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(grid.state.params), strict=True):
+        np.testing.assert_allclose(a, b[0], rtol=1e-4, atol=1e-5)
