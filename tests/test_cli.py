@@ -45,6 +45,13 @@ def test_cli_run_writes_results_config_and_table(tmp_path, tiny_sweep, capsys):
     losses = list(csv.DictReader((tmp_path / "out" / "losses.csv").open()))
     assert len(losses) == 8 * 2
 
+    # `report` rebuilds the table from the files alone.
+    table_path = tmp_path / "out" / "tiny.md"
+    table_path.unlink()
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert table_path.read_text() == table
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+
 
 def test_set_overrides_and_scales(tmp_path, tiny_sweep):
     tiny_sweep["scales"] = {"big": {"train.steps": 40}}
