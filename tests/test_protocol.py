@@ -8,7 +8,8 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
-from jaxmmcl.evaluation.protocol import EvalSamples, block_means, linear_scores, mlp_scores
+from jaxmmcl.evaluation.linear import block_means
+from jaxmmcl.evaluation.protocol import EvalSamples, linear_scores, mlp_scores
 
 
 def synthetic_samples(n=400, seed=0):

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxmmcl.evaluation.linear import r2_score
+from jaxmmcl.evaluation.linear import block_means, r2_score
 
 ALPHAS: tuple[float, ...] = (1.0, 0.1, 0.01, 0.001)
 GAMMAS: tuple[float, ...] = tuple(float(g) for g in np.logspace(-2, 2, 4))
@@ -336,18 +336,6 @@ def _ridge_coefs(k: jnp.ndarray, y: jnp.ndarray, alphas: jnp.ndarray) -> jnp.nda
     return jnp.moveaxis(coefs, 0, 1).reshape(k.shape[0], -1)
 
 
-def _block_means(r2_cols: jnp.ndarray, block_sizes: tuple[int, ...]) -> jnp.ndarray:
-    """Uniform mean over each block's columns: (..., t) -> (..., n_blocks).
-
-    Slices rather than an averaging matrix, so a NaN column cannot leak into other blocks.
-    """
-    bounds = np.cumsum([0, *block_sizes])
-    return jnp.stack(
-        [jnp.mean(r2_cols[..., bounds[i] : bounds[i + 1]], -1) for i in range(len(block_sizes))],
-        -1,
-    )
-
-
 def _cv_scores(x, y, alphas, gammas, block_sizes, n_folds, row_chunk) -> jnp.ndarray:
     """Mean validation R^2, shape ``(n_blocks, n_alphas * n_gammas)`` in ParameterGrid order."""
     n, t = y.shape
@@ -362,7 +350,7 @@ def _cv_scores(x, y, alphas, gammas, block_sizes, n_folds, row_chunk) -> jnp.nda
             coefs = _ridge_coefs(_rbf_gram(x_tr, gamma, row_chunk), y_tr, alphas)
             pred = _rbf_apply(x_va, x_tr, gamma, coefs, row_chunk).reshape(-1, n_a, t)
             r2_cols = jax.vmap(r2_score, in_axes=(None, 1))(y_va, pred)  # (a, t)
-            return _block_means(r2_cols, block_sizes)  # (a, n_blocks)
+            return block_means(r2_cols, block_sizes)  # (a, n_blocks)
 
         per_fold.append(lax.map(per_gamma, gammas))  # (g, a, n_blocks)
     mean = sum(per_fold) / n_folds
@@ -383,7 +371,7 @@ def _refit_r2(x, y, x_test, y_test, alphas, gammas, selected, block_sizes, row_c
         gamma, alpha = gammas[cand % n_g], alphas[cand // n_g]
         coef = _ridge_coefs(_rbf_gram(x, gamma, row_chunk), y, alpha[None])
         pred = _rbf_apply(x_test, x, gamma, coef, row_chunk)
-        return _block_means(r2_score(y_test, pred), block_sizes)
+        return block_means(r2_score(y_test, pred), block_sizes)
 
     def slot(r2, cand):
         scores = lax.cond(

@@ -5,7 +5,10 @@ All functions are pure, jittable and vmappable over a leading run axis.
 
 from __future__ import annotations
 
+import itertools
+
 import jax.numpy as jnp
+import numpy as np
 
 
 def _column_mean(a: jnp.ndarray) -> jnp.ndarray:
@@ -73,3 +76,15 @@ def linear_r2(
         y_fit, y_test = y_fit[:, None], y_test[:, None]
     w, b = fit_linear(x_fit, y_fit)
     return jnp.mean(r2_score(y_test, x_test @ w + b))
+
+
+def block_means(per_column: jnp.ndarray, sizes: tuple[int, ...]) -> jnp.ndarray:
+    """Averages ``(..., t)`` per-column scores over consecutive blocks: ``(..., len(sizes))``.
+
+    Slices rather than an averaging matrix, so a NaN column cannot leak into other blocks.
+    """
+    bounds = np.cumsum((0, *sizes))
+    return jnp.stack(
+        [jnp.mean(per_column[..., lo:hi], axis=-1) for lo, hi in itertools.pairwise(bounds)],
+        axis=-1,
+    )

@@ -10,7 +10,6 @@ each averaged uniformly over the block's components.
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 
 import jax
@@ -21,7 +20,7 @@ from flax import struct
 from jaxmmcl.config import StaticConfig
 from jaxmmcl.encoders import encode
 from jaxmmcl.evaluation.kernel_ridge import kernel_ridge_r2_grid
-from jaxmmcl.evaluation.linear import fit_linear, r2_score
+from jaxmmcl.evaluation.linear import block_means, fit_linear, r2_score
 from jaxmmcl.evaluation.mlp import mlp_r2
 from jaxmmcl.latents import BLOCKS, block_sizes
 from jaxmmcl.simulation import Simulation, sample_pairs
@@ -78,15 +77,6 @@ def encode_eval_samples(
     std = jnp.std(h_fit, axis=1, keepdims=True)
     std = jnp.where(std > 0, std, 1.0)
     return EvalSamples((h_fit - mean) / std, (h_test - mean) / std, y_fit, y_test)
-
-
-def block_means(per_column: jnp.ndarray, sizes: tuple[int, ...]) -> jnp.ndarray:
-    """Averages ``(..., t)`` per-column scores over consecutive blocks: ``(..., len(sizes))``."""
-    bounds = np.cumsum((0, *sizes))
-    return jnp.stack(
-        [jnp.mean(per_column[..., lo:hi], axis=-1) for lo, hi in itertools.pairwise(bounds)],
-        axis=-1,
-    )
 
 
 def linear_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> jnp.ndarray:
