@@ -150,7 +150,10 @@ def train_chunk(
 def train_run(
     seed: int | jnp.ndarray, hyper: HyperArrays, static: StaticConfig
 ) -> tuple[Simulation, TrainState, jnp.ndarray]:
-    """Trains one run from scratch in a single scan (for notebooks and tests).
+    """Trains one run from scratch, unbatched (for notebooks and tests).
+
+    Runs the same chunks as :func:`train_grid`, each a jitted ``lax.scan``; a chunk length is
+    compiled once per static config, not once per chunk.
 
     Returns:
       The simulation, the final state and the mean loss of each ``log_every`` chunk,
@@ -159,9 +162,12 @@ def train_run(
     simulation, state = init_run(jnp.asarray(seed), hyper, static)
     history = []
     for n_steps in chunk_lengths(static.train):
-        state, loss = train_chunk(state, simulation, hyper, static, n_steps)
+        state, loss = _run_chunk(state, simulation, hyper, static, n_steps)
         history.append(loss)
     return simulation, state, jnp.stack(history)
+
+
+_run_chunk = jax.jit(train_chunk, static_argnums=(3, 4))
 
 
 def step_flops(static: StaticConfig) -> float:
