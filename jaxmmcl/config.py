@@ -29,6 +29,7 @@ from flax import struct
 MIXING_TYPES = ("mlp", "linear")
 SCHEDULES = ("constant", "cosine")
 NONLINEAR_REGRESSORS = ("kernel_ridge", "mlp")
+DISCRETE_BLOCKS = ("none", "c", "s", "m")
 
 
 class ConfigError(ValueError):
@@ -74,6 +75,13 @@ class SimulationConfig:
         ``"linear"`` (a product of well-conditioned square matrices, also invertible).
       mixing_layers: number of square linear maps in each mechanism, >= 1.
       shared_mixing: ``True`` for the multi-view setting f1 = f2 (one draw used for both).
+      discrete: which block is discrete: ``"none"``, ``"c"`` (content), ``"s"`` (style s and
+        s_tilde) or ``"m"`` (both m1 and m2). Each component of a discrete block is a class
+        index drawn uniformly from ``{0, ..., n_classes - 1}``, coded as a standardised value
+        (zero mean, unit variance) before mixing; see :mod:`jaxmmcl.latents`. A discrete block
+        must be non-empty, and it excludes statistical dependence (any block) and, for a
+        discrete style, causal dependence (checked by :class:`RunConfig`).
+      n_classes: classes per discrete component, >= 2; unused when ``discrete`` is ``"none"``.
     """
 
     n_c: int = 5
@@ -82,6 +90,8 @@ class SimulationConfig:
     mixing: str = "mlp"
     mixing_layers: int = 3
     shared_mixing: bool = False
+    discrete: str = "none"
+    n_classes: int = 5
 
     def __post_init__(self):
         _check_int("simulation.n_c", self.n_c, 1)
@@ -90,6 +100,15 @@ class SimulationConfig:
         _check_choice("simulation.mixing", self.mixing, MIXING_TYPES)
         _check_int("simulation.mixing_layers", self.mixing_layers, 1)
         _check_bool("simulation.shared_mixing", self.shared_mixing)
+        _check_choice("simulation.discrete", self.discrete, DISCRETE_BLOCKS)
+        _check_int("simulation.n_classes", self.n_classes, 2)
+        size = {"c": self.n_c, "s": self.n_s, "m": self.n_m}.get(self.discrete)
+        if size == 0:
+            _fail(
+                "simulation.discrete",
+                self.discrete,
+                f"a block of size >= 1 (n_{self.discrete} is 0)",
+            )
 
     @property
     def dim(self) -> int:
@@ -161,20 +180,26 @@ class EvalConfig:
       n_fit: fresh samples the regressors are fitted on (paper: 20,480).
       n_test: fresh held-out samples R^2 is scored on (paper: 20,480).
       nonlinear: ``"kernel_ridge"`` (the paper's cross-validated RBF kernel ridge) or ``"mlp"``
-        (a small MLP regressor, cheaper at large n).
-      mlp_steps: full-batch Adam steps of the MLP regressor.
+        (a small MLP regressor, cheaper at large n). Discrete blocks are also scored by
+        accuracy, always with logistic regression and an MLP classifier.
+      mlp_steps: full-batch Adam steps of the MLP regressor and of the MLP classifier.
+      intervention: the permuted-content test: both evaluation sets are drawn with modality 2's
+        content permuted across the set before mixing, and the permuted content is scored as
+        the extra block ``c_perm`` (see :mod:`jaxmmcl.evaluation.protocol`).
     """
 
     n_fit: int = 20_480
     n_test: int = 20_480
     nonlinear: str = "kernel_ridge"
     mlp_steps: int = 1000
+    intervention: bool = False
 
     def __post_init__(self):
         _check_int("eval.n_fit", self.n_fit, 6)
         _check_int("eval.n_test", self.n_test, 2)
         _check_choice("eval.nonlinear", self.nonlinear, NONLINEAR_REGRESSORS)
         _check_int("eval.mlp_steps", self.mlp_steps, 1)
+        _check_bool("eval.intervention", self.intervention)
 
 
 @dataclass(frozen=True)
@@ -271,7 +296,14 @@ _SECTIONS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: static structure, traced hyperparameters and seed."""
+    """One run: static structure, traced hyperparameters and seed.
+
+    Checks the combinations of static keys and hyperparameters that make no sense: a discrete
+    block (``simulation.discrete``) rules out ``simulation.statistical`` (Wishart covariances
+    are defined for continuous blocks, and they are switched on for all blocks at once), and a
+    discrete style rules out ``simulation.causal_strength != 0`` (s = s0 + B c + a would not be
+    a class). A discrete content may cause a continuous style: B acts on its coded values.
+    """
 
     static: StaticConfig = field(default_factory=StaticConfig)
     hyper: Hyperparams = field(default_factory=Hyperparams)
@@ -279,6 +311,19 @@ class RunConfig:
 
     def __post_init__(self):
         _check_int("seed", self.seed, 0)
+        discrete = self.static.simulation.discrete
+        if discrete != "none" and self.hyper.statistical:
+            _fail(
+                "simulation.statistical",
+                self.hyper.statistical,
+                f"false with simulation.discrete = {discrete!r}",
+            )
+        if discrete == "s" and self.hyper.causal_strength != 0:
+            _fail(
+                "simulation.causal_strength",
+                self.hyper.causal_strength,
+                "0 with simulation.discrete = 's'",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python mapping with every key; the inverse of run_config_from_dict."""

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from jaxmmcl.config import Hyperparams, SimulationConfig, stack_hyperparams
-from jaxmmcl.latents import init_latent_params, sample_latents
+from jaxmmcl.latents import code_classes, decode_classes, init_latent_params, sample_latents
 from jaxmmcl.mixing import apply_mixing, condition_threshold, init_mixings, invert_mixing
-from jaxmmcl.simulation import init_simulation, sample_pairs
+from jaxmmcl.simulation import init_simulation, sample_intervened_pairs, sample_pairs
 
 SIM = SimulationConfig(n_c=3, n_s=4, n_m=2)
 
@@ -104,3 +104,71 @@ def test_shared_mixing_uses_one_mechanism():
     np.testing.assert_array_equal(simulation.mixing1, simulation.mixing2)
     distinct = init_simulation(jax.random.key(0), SIM, hyper())
     assert not np.allclose(distinct.mixing1, distinct.mixing2)
+
+
+def test_class_code_is_standardised_and_decodes_back():
+    k = 6
+    labels = jnp.arange(k)
+    values = np.asarray(code_classes(labels, k), np.float64)
+    # Oracle: standardise the uniform distribution on {0..k-1} numerically.
+    ref = (np.arange(k) - np.arange(k).mean()) / np.arange(k).std()
+    np.testing.assert_allclose(values, ref, rtol=1e-6)
+    np.testing.assert_array_equal(decode_classes(code_classes(labels, k), k), labels)
+
+
+def _chi_square(values, support):
+    counts = np.asarray([np.sum(values == v) for v in support])
+    expected = len(values) / len(support)
+    assert counts.sum() == len(values)  # no value outside the support
+    return np.sum((counts - expected) ** 2 / expected)
+
+
+# 99.9 % quantile of chi-square with 3 degrees of freedom (k = 4 classes).
+CHI2_3_999 = 16.27
+
+
+@pytest.mark.parametrize(
+    ("discrete", "blocks"), [("c", ["c"]), ("s", ["s", "s_tilde"]), ("m", ["m1", "m2"])]
+)
+def test_discrete_blocks_are_uniform_classes_and_the_others_unchanged(discrete, blocks):
+    k = 4
+    sim = SimulationConfig(n_c=3, n_s=4, n_m=2, discrete=discrete, n_classes=k)
+    _, lat = draw(sim=sim, p_change=0.5)
+    support = np.asarray(code_classes(jnp.arange(k), k))
+    for name in blocks:
+        block = np.asarray(getattr(lat, name))
+        for j in range(block.shape[1]):
+            assert _chi_square(block[:, j], support) < CHI2_3_999, (name, j)
+    # The other blocks are drawn from the same random streams as without the option.
+    _, continuous = draw(sim=SIM, p_change=0.5)
+    for name in {"c", "s", "s_tilde", "m1", "m2"} - set(blocks):
+        np.testing.assert_array_equal(getattr(lat, name), getattr(continuous, name))
+
+
+@pytest.mark.parametrize("p_change", [0.0, 0.25, 0.75, 1.0])
+def test_discrete_style_changes_with_frequency_p_change_to_another_uniform_class(p_change):
+    k = 4
+    sim = SimulationConfig(n_c=3, n_s=4, n_m=2, discrete="s", n_classes=k)
+    _, lat = draw(sim=sim, p_change=p_change)
+    s = np.asarray(decode_classes(lat.s, k))
+    s_tilde = np.asarray(decode_classes(lat.s_tilde, k))
+    changed = s != s_tilde
+    assert abs(changed.mean() - p_change) < 0.01
+    if p_change > 0:
+        # The new class is uniform over the k - 1 others: the shift mod k is uniform on 1..k-1.
+        shift = (s_tilde - s)[changed] % k
+        assert _chi_square(shift, [1, 2, 3]) < 13.8  # chi-square(2) 99.9 % quantile
+        assert _chi_square(s_tilde[:, 0], range(k)) < CHI2_3_999
+
+
+def test_intervention_permutes_content_of_modality_two_before_mixing():
+    simulation = init_simulation(jax.random.key(3), SIM, hyper(p_change=0.5))
+    x1, x2, lat, c_perm = sample_intervened_pairs(jax.random.key(4), simulation, SIM, 200)
+    c, c_perm = np.asarray(lat.c), np.asarray(c_perm)
+    # One permutation of the samples for all components: each row of c_perm is a row of c.
+    rows = {tuple(row) for row in c}
+    assert len(rows) == 200 and {tuple(row) for row in c_perm} == rows
+    assert np.mean(np.all(c == c_perm, axis=1)) < 0.05
+    z2 = np.concatenate([c_perm, lat.s_tilde, lat.m2], axis=1)
+    np.testing.assert_allclose(invert_mixing(simulation.mixing2, x2, SIM.mixing), z2, atol=1e-3)
+    np.testing.assert_allclose(invert_mixing(simulation.mixing1, x1, SIM.mixing), lat.z1, atol=1e-3)

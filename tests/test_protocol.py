@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.linear_model import LinearRegression
+import pytest
+from conftest import TINY
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import r2_score
 
+from jaxmmcl.config import Hyperparams, SimulationConfig, run_config_from_dict, stack_hyperparams
+from jaxmmcl.evaluation.classification import logistic_accuracy
 from jaxmmcl.evaluation.linear import block_means
-from jaxmmcl.evaluation.protocol import EvalSamples, linear_scores, mlp_scores
+from jaxmmcl.evaluation.protocol import (
+    EvalSamples,
+    _programs,
+    accuracy_scores,
+    discrete_factors,
+    evaluate_grid,
+    linear_scores,
+    mlp_scores,
+)
+from jaxmmcl.latents import code_classes, init_latent_params
+from jaxmmcl.mixing import invert_mixing
+from jaxmmcl.simulation import Simulation, sample_intervened_pairs
+from jaxmmcl.training import batch_loss, run_keys, train_grid
 
 
 def synthetic_samples(n=400, seed=0):
@@ -71,3 +89,114 @@ def test_kernel_ridge_scores_match_sklearn_grid_search_per_block():
         expected = r2_score(samples.y_test[:, cols], search.predict(samples.h_test[1]))
         np.testing.assert_allclose(got[0, 1, b], expected, atol=1e-4)
     assert got[0, 1, 0] > 0.95
+
+
+def test_accuracy_scores_match_sklearn_logistic_regression_per_component():
+    """Blocks (c: 2, s: 2, m1: 1), s discrete with 3 classes: one component is a noisy
+    function of h1, the other is independent of everything."""
+    n, k = 300, 3
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(2, 2 * n, 3)).astype(np.float32)
+    cut = np.quantile(h[0, :, 0], [1 / 3, 2 / 3])
+    labels = np.stack(
+        [np.digitize(h[0, :, 0] + 0.3 * rng.normal(size=2 * n), cut), rng.integers(0, k, 2 * n)],
+        axis=1,
+    )
+    y = np.concatenate(
+        [
+            rng.normal(size=(2 * n, 2)),
+            np.asarray(code_classes(jnp.asarray(labels), k)),
+            rng.normal(size=(2 * n, 1)),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    samples = EvalSamples(jnp.asarray(h[:, :n]), jnp.asarray(h[:, n:]), y[:n], y[n:])
+    classify = functools.partial(logistic_accuracy, n_classes=k)
+    got = np.asarray(accuracy_scores(samples, (2, 2, 1), (False, True, False), k, classify))
+    assert got.shape == (2, 3) and np.isnan(got[:, [0, 2]]).all()
+    for e in range(2):
+        per_component = [
+            LogisticRegression().fit(h[e, :n], labels[:n, j]).score(h[e, n:], labels[n:, j])
+            for j in range(2)
+        ]
+        np.testing.assert_allclose(got[e, 1], np.mean(per_component), atol=0.01)
+    assert got[0, 1] > got[1, 1] + 0.2
+
+
+def test_intervention_ideal_encoders_predict_their_own_modality_s_content():
+    sim = SimulationConfig(n_c=2, n_s=2, n_m=1, mixing="linear", mixing_layers=1)
+    hyper = jax.tree.map(lambda x: x[0], stack_hyperparams([Hyperparams(p_change=0.5)]))
+    # Orthogonal one-layer mechanisms: invertible without the rejection sampler's compile time.
+    rng = np.random.default_rng(0)
+    f1, f2 = (np.linalg.qr(rng.normal(size=(5, 5)))[0][None].astype(np.float32) for _ in "12")
+    latent_params = init_latent_params(jax.random.key(0), sim, hyper)
+    simulation = Simulation(latent_params, jnp.asarray(f1), jnp.asarray(f2))
+    x1, x2, latents, c_perm = sample_intervened_pairs(jax.random.key(1), simulation, sim, 800)
+    # Ideal encoders: each recovers the content of its own input exactly.
+    h1 = invert_mixing(simulation.mixing1, x1, sim.mixing)[:, :2]
+    h2 = invert_mixing(simulation.mixing2, x2, sim.mixing)[:, :2]
+    h, y = jnp.stack([h1, h2]), jnp.concatenate([latents.c, c_perm], axis=1)
+    samples = EvalSamples(h[:, :400], h[:, 400:], y[:400], y[400:])
+    # Rows: h1, h2; columns: c, c_perm.
+    scores = np.asarray(linear_scores(samples, (2, 2)))
+    np.testing.assert_allclose(scores, [[1.0, 0.0], [0.0, 1.0]], atol=0.03)
+
+
+@pytest.fixture(scope="module")
+def discrete_intervention_grid():
+    """Two tiny runs with discrete content (3 classes) under the intervention test."""
+    static = run_config_from_dict(
+        TINY
+        | {
+            "simulation": TINY["simulation"] | {"discrete": "c", "n_classes": 3},
+            "train": TINY["train"] | {"steps": 4, "log_every": 4},
+            "eval": TINY["eval"] | {"intervention": True},
+        }
+    ).static
+    seeds = jnp.asarray([0, 5])
+    hypers = stack_hyperparams(
+        [
+            Hyperparams(learning_rate=1e-3),
+            Hyperparams(p_change=0.5, causal_strength=1.0, temperature=0.5),
+        ]
+    )
+    trained = train_grid(static, seeds, hypers)
+    scores = evaluate_grid(static, seeds, trained.simulation, trained.params, hypers)
+    return static, seeds, hypers, trained, scores
+
+
+def test_evaluate_grid_scores_discrete_and_permuted_content(discrete_intervention_grid):
+    static, seeds, _, trained, scores = discrete_intervention_grid
+    assert scores.factors == ("c", "c_perm", "s", "s_tilde", "m1", "m2")
+    assert discrete_factors(static) == ("c", "c_perm")
+    for r2 in (scores.r2_linear, scores.r2_nonlinear):
+        assert r2.shape == (2, 2, 6) and np.isfinite(r2).all()
+    for acc in (scores.acc_linear, scores.acc_nonlinear):
+        assert acc.shape == (2, 2, 6) and np.isnan(acc[..., 2:]).all()
+        assert np.all((acc[..., :2] >= 0) & (acc[..., :2] <= 1))
+    assert scores.val_loss.shape == (2,) and np.isfinite(scores.val_loss).all()
+    # The c_perm targets are the c targets permuted across the set (same multiset of rows).
+    # evaluate_grid's cached program: no extra compilation.
+    samples = _programs(static).encode(
+        jnp.asarray(seeds, jnp.uint32), trained.simulation, trained.params
+    )
+    for y in (samples.y_fit, samples.y_test):
+        for c, c_perm in zip(np.asarray(y[..., :2]), np.asarray(y[..., 2:4]), strict=True):
+            rows, counts = np.unique(c, axis=0, return_counts=True)
+            rows_perm, counts_perm = np.unique(c_perm, axis=0, return_counts=True)
+            np.testing.assert_array_equal(rows, rows_perm)
+            np.testing.assert_array_equal(counts, counts_perm)
+    without = evaluate_grid(static, seeds, trained.simulation, trained.params)
+    assert np.isnan(without.val_loss).all()
+    np.testing.assert_array_equal(without.acc_linear, scores.acc_linear)
+
+
+def test_validation_loss_is_the_mean_training_loss_on_eval_derived_keys(discrete_intervention_grid):
+    static, seeds, hypers, trained, scores = discrete_intervention_grid
+    loss = jax.jit(batch_loss, static_argnums=4)
+    for i, seed in enumerate(np.asarray(seeds)):
+        # 8 batches from the evaluation key (the training key is run_keys(seed)[1]).
+        keys = jax.random.split(jax.random.fold_in(run_keys(seed)[2], 1), 8)
+        run = jax.tree.map(lambda x, i=i: x[i], (trained.params, trained.simulation, hypers))
+        expected = np.mean([loss(run[0], key, run[1], run[2], static) for key in keys])
+        np.testing.assert_allclose(scores.val_loss[i], expected, rtol=1e-5)
