@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams
-from jaxmmcl.training import _grid_programs, step_flops
+from jaxmmcl.distributed import runs_mesh
+from jaxmmcl.training import grid_programs, step_flops
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
@@ -38,7 +39,7 @@ def measure(config: dict, runs: int, steps: int, repeats: int) -> dict:
     """Seconds per step of a grid of ``runs`` vmapped runs, ``steps`` steps per timed call."""
     cfg = run_config_from_dict(config)
     static = cfg.static
-    init, chunk = _grid_programs(static)
+    init, chunk = grid_programs(static, runs_mesh())
     hypers = stack_hyperparams([cfg.hyper] * runs)
     seeds = jnp.arange(runs, dtype=jnp.uint32)
     simulation, state = init(seeds, hypers)

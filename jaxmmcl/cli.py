@@ -1,8 +1,13 @@
 """The ``jaxmmcl`` command line.
 
-    jaxmmcl run SWEEP.yaml --out DIR [--scale NAME] [--set key=value ...]
-    jaxmmcl reproduce table1 [--out DIR] [--scale cpu|paper] [--set key=value ...]
+    jaxmmcl run SWEEP.yaml --out DIR [--scale NAME] [--set key=value ...] [options]
+    jaxmmcl reproduce NAME [--out DIR] [--scale cpu|paper] [--set key=value ...] [options]
     jaxmmcl report DIR
+
+Options of run and reproduce: ``--dry-run`` (print the plan, run nothing), ``--resume``
+(continue an interrupted sweep in DIR), ``--force`` (start DIR over), ``--checkpoint-every
+SECONDS``, ``--max-runs N`` (runs per compiled program), ``--distributed [HOST:PORT]`` (join a
+multi-process job; see :mod:`jaxmmcl.distributed`), ``--quiet``.
 
 Bad input exits with status 2 and one line naming the offending key and value.
 """
@@ -42,6 +47,31 @@ def _parser() -> argparse.ArgumentParser:
             help="override a config key (dotted, e.g. train.steps=1000); repeatable",
         )
         p.add_argument("--quiet", action="store_true", help="no progress display")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="validate the sweep and print its programs, runs, memory and FLOPs; run nothing",
+        )
+        p.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+        p.add_argument("--force", action="store_true", help="discard what --out holds")
+        p.add_argument(
+            "--checkpoint-every",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="seconds between training checkpoints (0: after every logged chunk)",
+        )
+        p.add_argument(
+            "--max-runs", type=int, metavar="N", help="at most N runs per compiled program"
+        )
+        p.add_argument(
+            "--distributed",
+            nargs="?",
+            const="auto",
+            metavar="HOST:PORT",
+            help="join a multi-process job (coordinator address, or JAX's cluster detection); "
+            "also enabled by $JAXMMCL_COORDINATOR",
+        )
 
     run = sub.add_parser("run", help="run a sweep file")
     run.add_argument("sweep", help="path to a sweep YAML file")
@@ -53,35 +83,46 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", help="output folder (default: runs/NAME-SCALE)")
     common(reproduce)
 
-    report = sub.add_parser("report", help="rewrite the tables of a finished sweep folder")
+    report = sub.add_parser("report", help="rewrite the tables and figures of a sweep folder")
     report.add_argument("dir", help="a folder written by run or reproduce")
     return parser
 
 
 def _run(sweep_path: Path, out: Path, args: argparse.Namespace) -> None:
-    from jaxmmcl.runner import run_sweep
+    from jaxmmcl.distributed import initialize, is_writer, runs_mesh
+    from jaxmmcl.runner import describe_plan, plan_sweep, run_sweep
     from jaxmmcl.sweeps import load_sweep, parse_overrides
 
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ConfigError(f"--max-runs: expected an integer >= 1, got {args.max_runs}")
+    if args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: expected seconds >= 0, got {args.checkpoint_every}")
     sweep = load_sweep(sweep_path, scale=args.scale, overrides=parse_overrides(args.overrides))
-    run_sweep(sweep, out, show_progress=not args.quiet)
-    table = out / f"{sweep.name}.md"
-    if table.exists():
-        print(table.read_text())
-    print(f"results: {out / 'results.csv'}")
+    initialize(args.distributed)
+    if args.dry_run:
+        mesh = runs_mesh()
+        print(describe_plan(sweep, plan_sweep(sweep, mesh, args.max_runs), mesh))
+        return
+    run_sweep(
+        sweep,
+        out,
+        show_progress=not args.quiet,
+        resume=args.resume,
+        force=args.force,
+        checkpoint_every=args.checkpoint_every,
+        max_runs=args.max_runs,
+    )
+    if is_writer():
+        report = out / f"{sweep.name}.md"
+        print(report.read_text())
+        print(f"results: {out / 'results.csv'}\nreport: {report}")
 
 
 def _report(folder: Path) -> None:
-    from jaxmmcl.reports import load_results, paper_table, write_atomic
-    from jaxmmcl.sweeps import load_sweep
+    from jaxmmcl.reports import write_report
 
-    if not (folder / "results.csv").is_file():
-        raise ConfigError(f"report {str(folder)!r}: no results.csv in this folder")
-    sweep = load_sweep(folder / "config.yaml")
-    rows = load_results(folder)
-    if {"setting", "mechanism"} <= set(sweep.axes):
-        text = f"# {sweep.name}: nonlinear R^2 (mean ± std over seeds)\n\n" + paper_table(rows)
-        write_atomic(folder / f"{sweep.name}.md", text)
-        print(text)
+    written = write_report(folder)
+    print("\n".join(str(path) for path in written))
 
 
 def _enable_compilation_cache() -> None:

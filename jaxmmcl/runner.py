@@ -1,41 +1,174 @@
-"""Running a sweep: train each group as one program, evaluate it, write the result tables.
+"""Running a sweep: train each group as one sharded program, evaluate it, write the results.
+
+A sweep's groups (one static config each) are split into programs of at most as many runs as
+fit in device memory (:func:`plan_sweep`). Each program trains its runs as one ``jit(vmap)``
+program over the device mesh, checkpointing its state with Orbax; when it is evaluated, its rows
+are stored, so a killed sweep resumed with ``resume=True`` skips finished programs and continues
+the interrupted one from its last checkpoint, with results identical to an uninterrupted sweep.
 
 Output folder layout::
 
     DIR/config.yaml     the resolved sweep (``jaxmmcl run DIR/config.yaml`` repeats it)
     DIR/results.csv     one row per run x encoder x factor
     DIR/losses.csv      the mean training loss of every log_every chunk of every run
-    DIR/NAME.md         the paper-style table, for sweeps with ``setting`` and ``mechanism`` axes
+    DIR/NAME.md         tables of the sweep's report, with the figures NAME-*.png
+    DIR/state/          progress of an unfinished sweep (removed when the sweep completes)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import yaml
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmmcl.config import StaticConfig, stack_hyperparams
+from jaxmmcl.checkpoints import GroupCheckpoint
+from jaxmmcl.config import ConfigError, StaticConfig, stack_hyperparams
+from jaxmmcl.distributed import is_writer, pad_runs, padded_size, runs_mesh, shard_runs
 from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
-from jaxmmcl.reports import FIXED_COLUMNS, SCORE_COLUMNS, paper_table, write_atomic, write_csv
+from jaxmmcl.reports import FIXED_COLUMNS, SCORE_COLUMNS, write_atomic, write_csv, write_report
 from jaxmmcl.sweeps import Run, Sweep
-from jaxmmcl.training import GridResult, train_grid
+from jaxmmcl.training import GridResult, memory_per_run, step_flops, train_grid
+
+# Fraction of a device's memory a program may plan for; the rest is XLA's working space.
+MEMORY_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Program:
+    """One compiled training program of a sweep: some or all runs of one group.
+
+    Attributes:
+      group: index of the group (one static config) in the sweep.
+      part: index of this program within its group (groups too large for memory are split).
+      static: the group's static config.
+      runs: the runs trained together.
+    """
+
+    group: int
+    part: int
+    static: StaticConfig
+    runs: tuple[Run, ...]
+
+    @property
+    def name(self) -> str:
+        """A stable identifier, used for the program's state files."""
+        return f"group{self.group:03d}-part{self.part:03d}"
+
+
+def device_memory_bytes() -> int:
+    """Memory of one device: the allocator's limit on accelerators; on CPU, the host's physical
+    memory shared by its local devices."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    import os
+
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return host // jax.local_device_count()
+
+
+def plan_sweep(sweep: Sweep, mesh: Mesh, max_runs: int | None = None) -> list[Program]:
+    """Splits the sweep's groups into programs that fit in device memory.
+
+    Args:
+      sweep: the sweep.
+      mesh: the device mesh the runs are sharded over.
+      max_runs: an upper bound on runs per program (default: from the memory estimate).
+    """
+    programs = []
+    budget = MEMORY_FRACTION * device_memory_bytes()
+    for g, (static, runs) in enumerate(sweep.groups()):
+        per_device = max(1, int(budget // memory_per_run(static)))
+        limit = per_device * mesh.size
+        if max_runs is not None:
+            limit = min(limit, max(max_runs, 1))
+        for p, start in enumerate(range(0, len(runs), limit)):
+            programs.append(Program(g, p, static, tuple(runs[start : start + limit])))
+    return programs
+
+
+def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
+    """A plain-text table of the plan (what ``--dry-run`` prints): one line per program."""
+    lines = [
+        f"sweep {sweep.name!r}: {len(sweep.runs)} runs in {len(sweep.groups())} groups, "
+        f"{len(programs)} programs, {mesh.size} device(s)",
+        f"{'program':<18}{'runs':>5} {'padded':>6}  {'memory/device':>13}  "
+        f"{'train FLOP':>10}  {'eval FLOP':>10}  static config",
+    ]
+    total_train = total_eval = 0.0
+    for program in programs:
+        static = program.static
+        runs = len(program.runs)
+        padded = padded_size(runs, mesh)
+        memory = memory_per_run(static) * padded / mesh.size
+        train = step_flops(static) * static.train.steps * runs
+        evaluation = _eval_flops(static) * runs
+        total_train += train
+        total_eval += evaluation
+        sim = static.simulation
+        summary = (
+            f"n=({sim.n_c},{sim.n_s},{sim.n_m}) {sim.mixing}x{sim.mixing_layers}"
+            f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths)}"
+            f" enc={static.encoding_size}{' shared-g' if static.model.shared_encoder else ''}"
+            f" batch={static.train.batch_size} steps={static.train.steps}"
+        )
+        lines.append(
+            f"{program.name:<18}{runs:>5} {padded:>6}  {_bytes(memory):>13}  "
+            f"{train:>10.2e}  {evaluation:>10.2e}  {summary}"
+        )
+    lines.append(f"total: {total_train:.2e} FLOP training, {total_eval:.2e} FLOP evaluation")
+    return "\n".join(lines)
+
+
+def _eval_flops(static: StaticConfig) -> float:
+    """Approximate FLOPs of evaluating one run: the kernel ridge's Choleskys dominate (per
+    encoding, 16 candidates x 3 folds of size 2n/3 and up to one refit of size n per block)."""
+    if static.eval.nonlinear != "kernel_ridge":
+        return 0.0
+    n = static.eval.n_fit
+    blocks = 5
+    return len(ENCODERS) * (48 * (2 * n / 3) ** 3 / 3 + blocks * n**3 / 3)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
 
 
 def group_rows(
-    sweep: Sweep, group: int, runs: list[Run], trained: GridResult, scores: EvalResult
+    sweep: Sweep,
+    group: int,
+    runs: list[Run] | tuple[Run, ...],
+    trained: GridResult,
+    scores: EvalResult,
 ) -> list[dict[str, Any]]:
-    """Result rows of one group: one per run x encoder x factor."""
+    """Result rows of one program: one per run x encoder x factor."""
     rows = []
     for i, run in enumerate(runs):
         flat = run.config.flat()
         params = {col: run.params.get(col, flat.get(col)) for col in sweep.param_columns}
         diverged = bool(trained.diverged[i])
+
+        def score(values, e, f, i=i, diverged=diverged):
+            return math.nan if diverged else float(values[i, e, f])
+
         for e, encoder in enumerate(ENCODERS):
             for f, factor in enumerate(scores.factors):
                 rows.append(
@@ -46,10 +179,11 @@ def group_rows(
                         **params,
                         "encoder": encoder,
                         "factor": factor,
-                        "r2_linear": math.nan if diverged else float(scores.r2_linear[i, e, f]),
-                        "r2_nonlinear": (
-                            math.nan if diverged else float(scores.r2_nonlinear[i, e, f])
-                        ),
+                        "r2_linear": score(scores.r2_linear, e, f),
+                        "r2_nonlinear": score(scores.r2_nonlinear, e, f),
+                        "acc_linear": score(scores.acc_linear, e, f),
+                        "acc_nonlinear": score(scores.acc_nonlinear, e, f),
+                        "val_loss": math.nan if diverged else float(scores.val_loss[i]),
                         "loss": float(trained.final_loss[i]),
                         "status": "diverged" if diverged else "ok",
                     }
@@ -57,62 +191,219 @@ def group_rows(
     return rows
 
 
-def run_group(
-    static: StaticConfig, runs: list[Run], *, label: str = "", show_progress: bool = True
-) -> tuple[GridResult, EvalResult]:
-    """Trains and evaluates the runs of one group."""
-    seeds = np.asarray([run.config.seed for run in runs])
-    hypers = stack_hyperparams([run.config.hyper for run in runs])
-    with tqdm(
-        total=static.train.steps,
-        desc=label,
-        unit="step",
-        disable=not show_progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    ) as bar:
+def evaluate_program(static: StaticConfig, runs, trained: GridResult) -> EvalResult:
+    """Scores a trained program; with several processes each scores a slice of the runs.
 
-        def progress(done, total):
-            bar.update(done - bar.n)
+    Inside a process the runs are sharded over its local devices. The scores are gathered onto
+    every process.
+    """
+    seeds = np.asarray([run.config.seed for run in runs], np.uint32)
+    hypers = jax.device_get(stack_hyperparams([run.config.hyper for run in runs]))
+    inputs = (seeds, trained.simulation, trained.params, hypers)
+    count, index = jax.process_count(), jax.process_index()
+    per_process = math.ceil(len(runs) / count)
+    mine = jax.tree.map(lambda x: x[index * per_process : (index + 1) * per_process], inputs)
+    local = Mesh(np.asarray(jax.local_devices()), ("runs",))
+    size = padded_size(max(per_process, 1), local)
+    scores = evaluate_grid(static, *shard_runs(pad_runs(mine, size), local))
+    arrays = {
+        f.name: np.asarray(getattr(scores, f.name))[:per_process]
+        for f in dataclasses.fields(scores)
+        if f.name != "factors"
+    }
+    if count > 1:
+        # Every process contributed per_process rows (padded), so the gather is rectangular.
+        arrays = multihost_utils.process_allgather(arrays, tiled=True)
+    arrays = {name: np.asarray(value)[: len(runs)] for name, value in arrays.items()}
+    return dataclasses.replace(scores, **arrays)
 
-        trained = train_grid(static, seeds, hypers, progress=progress)
-        bar.set_postfix_str("evaluating")
-        scores = evaluate_grid(static, seeds, trained.simulation, trained.state.params)
-        bar.set_postfix_str(f"compile {trained.compile_seconds:.0f}s")
-    return trained, scores
+
+class SweepProgress:
+    """One progress display for a whole sweep: run-steps done of all programs, the current
+    program's steps/s, time left."""
+
+    def __init__(self, programs: list[Program], enabled: bool):
+        total = sum(len(p.runs) * p.static.train.steps for p in programs)
+        self._bar = tqdm(
+            total=total,
+            unit="run-step",
+            unit_scale=True,
+            disable=not enabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        self._count = len(programs)
+        self._base = 0
+        self._runs = 1
+        self._start = time.perf_counter()
+        self._steps_at_start = 0
+
+    def start(self, k: int, program: Program) -> None:
+        """Marks the start of the ``k``-th program."""
+        self._base = self._bar.n
+        self._runs = len(program.runs)
+        self._start = time.perf_counter()
+        self._steps_at_start = 0
+        self._bar.set_description(f"program {k + 1}/{self._count} ({self._runs} runs)")
+        self._bar.set_postfix_str("compiling", refresh=True)
+
+    def skip(self, program: Program) -> None:
+        """Counts a program finished in an earlier session."""
+        self._bar.update(len(program.runs) * program.static.train.steps)
+
+    def steps(self, done: int, total: int) -> None:
+        """Progress callback of :func:`jaxmmcl.training.train_grid`."""
+        if self._steps_at_start == 0 and self._bar.n == self._base:
+            self._steps_at_start = done
+            self._start = time.perf_counter()
+        self._bar.update(self._base + done * self._runs - self._bar.n)
+        elapsed = time.perf_counter() - self._start
+        rate = (done - self._steps_at_start) / elapsed if elapsed > 0 else 0.0
+        self._bar.set_postfix_str(f"step {done}/{total}, {rate:.1f} steps/s", refresh=True)
+
+    def note(self, text: str) -> None:
+        """Shows what the current program is doing (compiling, evaluating)."""
+        self._bar.set_postfix_str(text, refresh=True)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
-def run_sweep(sweep: Sweep, out_dir: str | Path, *, show_progress: bool = True) -> list[dict]:
-    """Runs every group of ``sweep`` and writes the result files into ``out_dir``.
+def _check_folder(out: Path, sweep: Sweep, resume: bool, force: bool) -> None:
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    if force:
+        shutil.rmtree(out / "state", ignore_errors=True)
+        return
+    if not resume:
+        raise ConfigError(
+            f"--out {str(out)!r}: already holds a sweep; pass --resume to continue it "
+            "or --force to start over"
+        )
+    if yaml.safe_load(saved.read_text()) != _roundtrip(sweep.to_dict()):
+        raise ConfigError(
+            f"--resume: {str(out)!r} holds a different sweep than the one given "
+            f"(compare with {str(saved)!r}); use another --out or --force"
+        )
+
+
+def _roundtrip(tree: dict) -> dict:
+    return yaml.safe_load(yaml.safe_dump(tree, sort_keys=False))
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path,
+    *,
+    show_progress: bool = True,
+    resume: bool = False,
+    force: bool = False,
+    checkpoint_every: float = 300.0,
+    max_runs: int | None = None,
+    mesh: Mesh | None = None,
+) -> list[dict]:
+    """Runs every program of ``sweep`` and writes the result files into ``out_dir``.
+
+    Args:
+      sweep: the sweep.
+      out_dir: the output folder.
+      show_progress: one progress bar for the whole sweep on stderr.
+      resume: continue the sweep already in ``out_dir`` (which must be the same sweep).
+      force: discard whatever ``out_dir`` holds.
+      checkpoint_every: seconds between checkpoints of a training program (0: every chunk).
+      max_runs: at most this many runs per program (default: as many as fit in memory).
+      mesh: the device mesh (default: all devices of all processes).
 
     Returns:
       The result rows (as written to ``results.csv``).
+
+    Raises:
+      ConfigError: ``out_dir`` holds another sweep, or holds one and neither ``resume`` nor
+        ``force`` is set.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
-    groups = sweep.groups()
+    mesh = mesh if mesh is not None else runs_mesh()
+    _check_folder(out, sweep, resume, force)
+    writer = is_writer()
+    state_dir = out / "state"
+    if writer:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
+    programs = plan_sweep(sweep, mesh, max_runs)
+    finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("jaxmmcl: plan")
+    progress = SweepProgress(programs, show_progress and writer)
+    start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     loss_rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for g, (static, runs) in enumerate(groups):
-        label = f"group {g + 1}/{len(groups)} ({len(runs)} runs)"
-        trained, scores = run_group(static, runs, label=label, show_progress=show_progress)
-        rows += group_rows(sweep, g, runs, trained, scores)
-        for i, run in enumerate(runs):
-            for c, loss in enumerate(trained.loss_history[i]):
-                step = min((c + 1) * static.train.log_every, static.train.steps)
-                loss_rows.append({"run": run.index, "step": step, "loss": float(loss)})
+    for k, program in enumerate(programs):
+        record = state_dir / f"{program.name}.json"
+        if program.name in finished:
+            stored = json.loads(record.read_text())
+            rows += stored["rows"]
+            loss_rows += stored["losses"]
+            progress.skip(program)
+            continue
+        progress.start(k, program)
+        rows_k, losses_k = _run_program(sweep, program, state_dir, checkpoint_every, progress)
+        if writer:
+            write_atomic(record, json.dumps({"rows": rows_k, "losses": losses_k}))
+            shutil.rmtree(state_dir / "checkpoints" / program.name, ignore_errors=True)
+        rows += rows_k
+        loss_rows += losses_k
+    progress.close()
+    if writer:
+        _write_outputs(sweep, out, rows, loss_rows)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if show_progress and writer:
+        elapsed = time.perf_counter() - start
+        print(
+            f"{len(sweep.runs)} runs in {len(programs)} programs, {elapsed:.0f} s",
+            file=sys.stderr,
+        )
+    return sorted(rows, key=lambda r: r["run"])
+
+
+def _run_program(
+    sweep: Sweep,
+    program: Program,
+    state_dir: Path,
+    checkpoint_every: float,
+    progress: SweepProgress,
+) -> tuple[list[dict], list[dict]]:
+    static, runs = program.static, list(program.runs)
+    seeds = np.asarray([run.config.seed for run in runs])
+    hypers = stack_hyperparams([run.config.hyper for run in runs])
+    checkpoint = GroupCheckpoint(state_dir / "checkpoints" / program.name, checkpoint_every)
+    try:
+        trained = train_grid(static, seeds, hypers, progress=progress.steps, checkpoint=checkpoint)
+    finally:
+        checkpoint.close()
+    progress.note("evaluating")
+    scores = evaluate_program(static, runs, trained)
+    rows = group_rows(sweep, program.group, runs, trained, scores)
+    losses = [
+        {
+            "run": run.index,
+            "step": min((c + 1) * static.train.log_every, static.train.steps),
+            "loss": float(loss),
+        }
+        for i, run in enumerate(runs)
+        for c, loss in enumerate(trained.loss_history[i])
+    ]
+    return rows, losses
+
+
+def _write_outputs(sweep: Sweep, out: Path, rows: list[dict], loss_rows: list[dict]) -> None:
     columns = [*FIXED_COLUMNS, *sweep.param_columns, *SCORE_COLUMNS]
-    rows.sort(key=lambda r: r["run"])
-    write_csv(out / "results.csv", rows, columns)
+    if all(math.isnan(r["acc_linear"]) for r in rows):
+        columns = [c for c in columns if c not in ("acc_linear", "acc_nonlinear")]
+    rows = sorted(rows, key=lambda r: r["run"])
+    write_csv(out / "results.csv", [{c: r[c] for c in columns} for r in rows], columns)
     write_csv(
         out / "losses.csv", sorted(loss_rows, key=lambda r: r["run"]), ["run", "step", "loss"]
     )
-    if {"setting", "mechanism"} <= set(sweep.axes):
-        title = f"# {sweep.name}: nonlinear R^2 (mean ± std over seeds)\n\n"
-        write_atomic(out / f"{sweep.name}.md", title + paper_table(rows))
-    if show_progress:
-        elapsed = time.perf_counter() - start
-        print(f"{len(sweep.runs)} runs in {len(groups)} groups, {elapsed:.0f} s", file=sys.stderr)
-    return rows
+    write_report(out, sweep.to_dict())

@@ -13,10 +13,15 @@ A sweep file is YAML::
         independent: {simulation.p_change: 1.0}
         causal: {simulation.p_change: 0.75, simulation.causal_strength: 1.0}
       train.learning_rate: [1.0e-4, 1.0e-3]   # a plain axis: one dotted key, a list of values
+      dims:                       # a zipped axis: several keys stepping together
+        zip: {simulation.n_s: [1, 3], simulation.n_m: [3, 1]}
       seed: [0, 1, 2]
+    report:                       # optional: tables and figures (see jaxmmcl.reports)
+      - lines: {x: train.learning_rate}
 
 Runs whose static configs are equal form one group, trained as one compiled program; the traced
-keys (:data:`jaxmmcl.config.TRACED_KEYS`) and the seed vary freely inside a group.
+keys (:data:`jaxmmcl.config.TRACED_KEYS`) and the seed vary freely inside a group. Every run is
+validated when the sweep is loaded, before anything runs.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from jaxmmcl.config import (
     flatten,
     run_config_from_dict,
 )
+from jaxmmcl.reports import validate_report
 
-SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes")
+SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes", "report")
 
 
 class _Loader(yaml.SafeLoader):
@@ -80,26 +86,38 @@ class Sweep:
     Attributes:
       name: the sweep's name.
       base: flat dotted-key base config.
-      axes: axis name -> list of values (plain axis) or mapping label -> overrides (named).
+      axes: axis name -> list of values (plain axis), mapping label -> overrides (named axis)
+        or ``{"zip": {key: values}}`` (zipped axis).
       description: free text.
+      report: the report section, validated (see :func:`jaxmmcl.reports.validate_report`);
+        None draws the default report.
     """
 
     name: str
     base: dict[str, Any]
     axes: dict[str, Any]
     description: str = ""
+    report: list[dict[str, Any]] | None = None
     runs: list[Run] = field(init=False)
 
     def __post_init__(self):
         self.runs = _expand(self.base, self.axes)
+        if self.report is not None:
+            self.report = validate_report(self.report, self.param_columns)
 
     @property
     def param_columns(self) -> list[str]:
         """Result columns describing a run: axis names, then every dotted key an axis varies."""
-        named = [name for name, values in self.axes.items() if isinstance(values, Mapping)]
+        named = [
+            name
+            for name, values in self.axes.items()
+            if isinstance(values, Mapping) and not _is_zip(values)
+        ]
         keys: list[str] = []
         for name, values in self.axes.items():
-            if isinstance(values, Mapping):
+            if _is_zip(values):
+                keys += [k for k in values["zip"] if k not in keys]
+            elif isinstance(values, Mapping):
                 for case in values.values():
                     keys += [k for k in flatten(case) if k not in keys]
             elif name not in keys:
@@ -120,12 +138,32 @@ class Sweep:
         change what the saved sweep means.
         """
         base = flatten(RunConfig().to_dict()) | self.base
-        return {
+        spec = {
             "name": self.name,
             "description": self.description,
             "base": unflatten(base),
             "axes": self.axes,
         }
+        if self.report is not None:
+            spec["report"] = self.report
+        return spec
+
+
+def _axis_keys(axes: Mapping[str, Any]) -> set[str]:
+    """Dotted keys set by named or zipped axes (``--set`` cannot change them)."""
+    keys: set[str] = set()
+    for values in axes.values():
+        if _is_zip(values):
+            keys |= set(values["zip"])
+        elif isinstance(values, Mapping):
+            for case in values.values():
+                if isinstance(case, Mapping):
+                    keys |= set(flatten(case))
+    return keys
+
+
+def _is_zip(values: Any) -> bool:
+    return isinstance(values, Mapping) and set(values) == {"zip"}
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +188,9 @@ def _check_keys(keys: Sequence[str], where: str) -> None:
 def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
     choices = []
     for name, values in axes.items():
-        if isinstance(values, Mapping):
+        if _is_zip(values):
+            choices.append(_zip_cases(name, values["zip"]))
+        elif isinstance(values, Mapping):
             if not values:
                 raise ConfigError(f"axes.{name}: a named axis needs at least one case")
             cases = []
@@ -175,6 +215,25 @@ def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
             overrides |= values
         runs.append(Run(index, run_config_from_dict(overrides), params))
     return runs
+
+
+def _zip_cases(name: str, columns: Any) -> list[tuple[dict, dict]]:
+    if not isinstance(columns, Mapping) or not columns:
+        raise ConfigError(f"axes.{name}.zip: expected a mapping of keys to lists, got {columns!r}")
+    _check_keys(list(columns), f"axes.{name}.zip.")
+    lengths = set()
+    for key, values in columns.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"axes.{name}.zip.{key}: expected a non-empty list, got {values!r}")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        shown = {key: len(values) for key, values in columns.items()}
+        raise ConfigError(f"axes.{name}.zip: the lists differ in length {shown}")
+    cases = []
+    for i in range(lengths.pop()):
+        values = {key: columns[key][i] for key in columns}
+        cases.append((values, values))
+    return cases
 
 
 def parse_value(text: str) -> Any:
@@ -236,22 +295,23 @@ def load_sweep(
             raise ConfigError(f"--scale: unknown scale {scale!r} (this sweep has: {list(scales)})")
         base |= flatten(scales[scale] or {})
     axes = dict(spec.get("axes") or {})
+    fixed_by_axes = _axis_keys(axes)
     for key, value in (overrides or {}).items():
         if key in axes and not isinstance(axes[key], Mapping):
             axes[key] = value if isinstance(value, list) else [value]
         elif key in axes:
-            raise ConfigError(f"--set {key}: a named axis cannot be overridden")
-        elif any(
-            key in flatten(case)
-            for values in axes.values()
-            if isinstance(values, Mapping)
-            for case in values.values()
-            if isinstance(case, Mapping)
-        ):
+            raise ConfigError(f"--set {key}: a named or zipped axis cannot be overridden")
+        elif key in fixed_by_axes:
             raise ConfigError(f"--set {key}={value!r}: this key is set by a named axis")
         else:
             _check_keys([key], "--set ")
             base[key] = value
     _check_keys(list(base), "base.")
     name = str(spec.get("name") or (Path(source).stem if not isinstance(source, Mapping) else ""))
-    return Sweep(name=name, base=base, axes=axes, description=str(spec.get("description") or ""))
+    return Sweep(
+        name=name,
+        base=base,
+        axes=axes,
+        description=str(spec.get("description") or ""),
+        report=spec.get("report"),
+    )

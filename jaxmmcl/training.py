@@ -17,14 +17,18 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, PartitionSpec
+from jax.typing import ArrayLike
 
 from jaxmmcl.config import HyperArrays, StaticConfig, TrainConfig
+from jaxmmcl.distributed import RUNS, pad_runs, padded_size, runs_mesh, shard_runs, to_host
 from jaxmmcl.encoders import encode, init_encoders
 from jaxmmcl.losses import symmetric_info_nce
 from jaxmmcl.simulation import Simulation, init_simulation, sample_pairs
@@ -181,6 +185,23 @@ def step_flops(static: StaticConfig) -> float:
     return 3 * 2 * macs * 4 * static.train.batch_size
 
 
+def memory_per_run(static: StaticConfig) -> float:
+    """Estimated device bytes one run of a training program needs (float32).
+
+    Parameters, gradients and Adam's two moments, twice over (the chunk's input and output
+    states), plus the activations kept for the backward pass on the 4 batches of ``batch_size``
+    rows a step encodes (pre- and post-activation of every layer) and the loss's
+    ``batch x batch`` distance, logit and gradient matrices.
+    """
+    dims = (static.simulation.dim, *static.widths, static.encoding_size)
+    n_params = sum(a * b + b for a, b in itertools.pairwise(dims))
+    n_params *= 1 if static.model.shared_encoder else 2
+    n = static.train.batch_size
+    activations = 2 * 4 * n * sum(dims)
+    loss = 6 * 2 * n * n
+    return 4.0 * (2 * 4 * n_params + activations + loss)
+
+
 def chunk_lengths(train: TrainConfig) -> list[int]:
     """Steps of each chunk: ``log_every`` repeated, then the remainder."""
     full, rest = divmod(train.steps, train.log_every)
@@ -188,40 +209,52 @@ def chunk_lengths(train: TrainConfig) -> list[int]:
 
 
 @functools.cache
-def _grid_programs(static: StaticConfig) -> tuple[Callable, Callable]:
+def grid_programs(static: StaticConfig, mesh: Mesh) -> tuple[Callable, Callable]:
+    """The jitted programs of a group, vmapped over runs.
+
+    Returns:
+      ``init(seeds, hypers) -> (simulation, state)``, run on one device of this process (the
+      mechanisms' rejection sampler is a data-dependent ``while_loop``, which hangs XLA's CPU
+      runtime when it runs on several devices at once; drawing simulations is cheap), and
+      ``chunk(state, simulation, hypers, n_steps)``, sharded over ``mesh`` with ``shard_map``
+      (the run count a multiple of its size) and donating the state.
+    """
     init = jax.jit(jax.vmap(lambda seed, hyper: init_run(seed, hyper, static)))
-    chunk = jax.jit(
-        jax.vmap(
-            lambda state, simulation, hyper, n_steps: train_chunk(
-                state, simulation, hyper, static, n_steps
-            ),
-            in_axes=(0, 0, 0, None),
-        ),
-        static_argnums=3,
-        donate_argnums=0,
-    )
-    return init, chunk
+    runs = PartitionSpec(RUNS)
+
+    def chunk(state, simulation, hyper, n_steps):
+        def one(state, simulation, hyper):
+            return train_chunk(state, simulation, hyper, static, n_steps)
+
+        # shard_map gives each device its own block of runs: no run ever waits on another
+        # device and no collective is needed.
+        sharded = jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=runs, out_specs=runs)
+        return sharded(state, simulation, hyper)
+
+    return init, jax.jit(chunk, static_argnums=3, donate_argnums=0)
 
 
 @dataclass
 class GridResult:
-    """The outcome of training one group of runs (leading axis R = runs).
+    """The outcome of training one group of runs, as host arrays (leading axis R = runs).
 
     Attributes:
       simulation: the runs' simulations (stacked pytree).
-      state: the final training states (stacked pytree).
+      params: the final encoder parameters (stacked pytree).
       loss_history: ``(R, n_chunks)`` mean loss per ``log_every`` chunk (NaN once diverged).
       diverged: ``(R,)`` bool.
       compile_seconds: time spent compiling the group's programs.
       train_seconds: time spent training (excluding compilation).
+      resumed_step: optimiser steps restored from a checkpoint (0 for a fresh start).
     """
 
     simulation: Simulation
-    state: TrainState
+    params: dict
     loss_history: np.ndarray
     diverged: np.ndarray
     compile_seconds: float
     train_seconds: float
+    resumed_step: int = 0
 
     @property
     def final_loss(self) -> np.ndarray:
@@ -232,46 +265,91 @@ class GridResult:
 ProgressFn = Callable[[int, int], None]
 
 
+class Checkpoint(Protocol):
+    """What :func:`train_grid` needs of a checkpoint store (see :mod:`jaxmmcl.checkpoints`)."""
+
+    def restore(
+        self, like: TrainState, history_like: np.ndarray
+    ) -> tuple[TrainState, np.ndarray] | None: ...
+
+    def maybe_save(
+        self, step: int, state: TrainState, history: np.ndarray, *, force: bool = False
+    ) -> bool: ...
+
+
 def train_grid(
     static: StaticConfig,
-    seeds: jnp.ndarray,
+    seeds: ArrayLike,
     hypers: HyperArrays,
     progress: ProgressFn | None = None,
+    *,
+    mesh: Mesh | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> GridResult:
-    """Trains R runs that share ``static`` as one vmapped program.
+    """Trains R runs that share ``static`` as one vmapped program, sharded over devices.
+
+    The run axis is split over ``mesh`` (default: every device of every process), padded to a
+    multiple of its size; the padded runs are dropped from the result.
 
     Args:
       static: the group's static config.
       seeds: ``(R,)`` integer seeds.
       hypers: stacked hyperparameters, leading axis R.
       progress: called as ``progress(steps_done, steps_total)`` after each chunk.
+      mesh: a one-axis device mesh (see :func:`jaxmmcl.distributed.runs_mesh`).
+      checkpoint: where to resume from and save to; None trains from scratch, unsaved.
     """
-    init, chunk = _grid_programs(static)
-    seeds = jnp.asarray(seeds, jnp.uint32)
+    mesh = mesh if mesh is not None else runs_mesh()
+    seeds = np.asarray(seeds, np.uint32)
+    runs = seeds.shape[0]
+    size = padded_size(runs, mesh)
+    seeds, hypers = pad_runs((seeds, jax.device_get(hypers)), size)
+    init, chunk = grid_programs(static, mesh)
+    lengths = chunk_lengths(static.train)
+    total = static.train.steps
+
     t0 = time.perf_counter()
-    simulation, state = init(seeds, hypers)
-    jax.block_until_ready(state)
+    with jax.default_device(jax.local_devices()[0]):
+        simulation, state = init(seeds, hypers)
+        state = state.replace(key=jax.random.key_data(state.key))
+    simulation, state, hypers_dev = shard_runs(jax.device_get((simulation, state, hypers)), mesh)
+    state = state.replace(key=jax.random.wrap_key_data(state.key))
     compile_seconds = time.perf_counter() - t0
+    history = np.full((size, len(lengths)), np.nan, np.float32)
+    done = 0
+    restored = checkpoint.restore(state, history) if checkpoint is not None else None
+    if restored is not None:
+        state, history = restored
+        done = int(to_host(state.step)[0])
+        if progress is not None:
+            progress(done, total)
+    resumed_step = done
     executables = {}
     train_seconds = 0.0
-    history, done = [], 0
-    for n_steps in chunk_lengths(static.train):
+    for c, n_steps in enumerate(lengths):
+        if sum(lengths[: c + 1]) <= done:
+            continue
         if n_steps not in executables:
             t0 = time.perf_counter()
-            executables[n_steps] = chunk.lower(state, simulation, hypers, n_steps).compile()
+            executables[n_steps] = chunk.lower(state, simulation, hypers_dev, n_steps).compile()
             compile_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
-        state, loss = executables[n_steps](state, simulation, hypers)
-        history.append(np.asarray(loss))
+        state, loss = executables[n_steps](state, simulation, hypers_dev)
+        history[:, c] = to_host(loss)
         train_seconds += time.perf_counter() - t0
         done += n_steps
+        if checkpoint is not None:
+            checkpoint.maybe_save(done, state, history, force=done == total)
         if progress is not None:
-            progress(done, static.train.steps)
+            progress(done, total)
+    simulation, params, diverged = to_host((simulation, state.params, state.diverged))
+    trim = functools.partial(jax.tree.map, lambda x: x[:runs])
     return GridResult(
-        simulation=simulation,
-        state=state,
-        loss_history=np.stack(history, axis=1),
-        diverged=np.asarray(state.diverged),
+        simulation=trim(simulation),
+        params=trim(params),
+        loss_history=history[:runs],
+        diverged=np.asarray(diverged[:runs]),
         compile_seconds=compile_seconds,
         train_seconds=train_seconds,
+        resumed_step=resumed_step,
     )

@@ -25,15 +25,15 @@ SEEDS = [3, 1, 4, 1]
 
 def test_run_i_of_a_vmapped_grid_equals_the_run_alone():
     grid = train_grid(STATIC, jnp.asarray(SEEDS), stack_hyperparams(HYPERS))
-    scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.state.params)
+    scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.params)
     for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS, strict=True)):
         alone = train_grid(STATIC, jnp.asarray([seed]), stack_hyperparams([hyper]))
         np.testing.assert_allclose(grid.loss_history[i], alone.loss_history[0], rtol=1e-4)
         for a, b in zip(
-            jax.tree.leaves(grid.state.params), jax.tree.leaves(alone.state.params), strict=True
+            jax.tree.leaves(grid.params), jax.tree.leaves(alone.params), strict=True
         ):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5)
-        one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.state.params)
+        one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.params)
         np.testing.assert_allclose(scores.r2_linear[i], one.r2_linear[0], atol=1e-4)
 
 
@@ -51,7 +51,7 @@ def test_a_diverged_run_is_marked_and_does_not_spoil_the_others():
     assert np.isnan(grid.final_loss[1]) and np.isfinite(grid.final_loss[0])
     alone = train_grid(STATIC, jnp.asarray([0]), stack_hyperparams(hypers[:1]))
     np.testing.assert_allclose(grid.loss_history[0], alone.loss_history[0], rtol=1e-4)
-    for leaf in jax.tree.leaves(grid.state.params):
+    for leaf in jax.tree.leaves(grid.params):
         assert np.all(np.isfinite(leaf))
 
 
@@ -79,5 +79,5 @@ def test_train_run_equals_the_grid_program():
     _, state, history = train_run(SEEDS[1], hyper, STATIC)
     grid = train_grid(STATIC, jnp.asarray(SEEDS[1:2]), stack_hyperparams(HYPERS[1:2]))
     np.testing.assert_allclose(history, grid.loss_history[0], rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(grid.state.params), strict=True):
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(grid.params), strict=True):
         np.testing.assert_allclose(a, b[0], rtol=1e-4, atol=1e-5)

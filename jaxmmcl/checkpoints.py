@@ -1,0 +1,84 @@
+"""Resumable training: Orbax checkpoints of one group's stacked training state.
+
+A checkpoint holds the state of every run of a group (sharded arrays are written shard by
+shard, by every process that holds them) and the loss history, ``(R, chunks)`` with NaN for the
+chunks not yet trained, in one Orbax item; its step is the number of optimiser steps taken.
+Orbax finalises a checkpoint by renaming a temporary folder, so a kill during a save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxmmcl.training import TrainState
+
+
+class GroupCheckpoint:
+    """Saves and restores one group's training state in ``directory``.
+
+    Args:
+      directory: the group's checkpoint folder (created on first save).
+      every_seconds: minimum wall time between two saves; ``0`` saves after every chunk.
+    """
+
+    def __init__(self, directory: str | Path, every_seconds: float):
+        self.directory = Path(directory).absolute()
+        self.every_seconds = every_seconds
+        self._last = time.monotonic()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
+        )
+
+    def latest_step(self) -> int | None:
+        """Optimiser steps of the newest checkpoint, or None if there is none."""
+        return self._manager.latest_step()
+
+    def restore(
+        self, like: TrainState, history_like: np.ndarray
+    ) -> tuple[TrainState, np.ndarray] | None:
+        """The newest checkpoint with the shapes and shardings of ``like``, or None.
+
+        Returns:
+          ``(state, loss_history)``, history shaped like ``history_like``.
+        """
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        target = {
+            "state": jax.tree.map(
+                ocp.utils.to_shape_dtype_struct, like.replace(key=jax.random.key_data(like.key))
+            ),
+            "history": history_like,
+        }
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        state = restored["state"]
+        return state.replace(key=jax.random.wrap_key_data(state.key)), np.asarray(
+            restored["history"]
+        )
+
+    def maybe_save(
+        self, step: int, state: TrainState, history: np.ndarray, *, force: bool = False
+    ) -> bool:
+        """Saves when ``every_seconds`` have passed since the last save (or when forced).
+
+        Blocks until the checkpoint is complete: the next chunk donates the state's buffers.
+        """
+        if not force and time.monotonic() - self._last < self.every_seconds:
+            return False
+        raw = state.replace(key=jax.random.key_data(state.key))
+        item = {"state": raw, "history": np.asarray(history)}
+        self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
+        self._manager.wait_until_finished()
+        self._last = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        """Releases Orbax's resources."""
+        self._manager.close()

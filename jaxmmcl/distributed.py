@@ -1,0 +1,114 @@
+"""The run axis over devices and hosts, with JAX's own sharding.
+
+A group of R runs is trained as one SPMD program over a one-dimensional device mesh whose axis
+``"runs"`` spans every device of every process. The runs are padded to a multiple of the device
+count (:func:`padded_size`) by repeating the first run; padded runs are computed and dropped.
+Runs never communicate, so XLA partitions the vmapped program without collectives, and a run's
+result depends only on its own seed and hyperparameters, not on the device count.
+
+Several hosts: :func:`initialize` calls ``jax.distributed.initialize`` when asked to (a flag or
+the ``JAXMMCL_COORDINATOR`` environment). Every process builds the same plan and runs the same
+programs; each supplies only its own shards of the inputs (:func:`shard_runs`), and
+:func:`to_host` gathers results onto every process, so process 0 can write the files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxmmcl.config import ConfigError
+
+RUNS = "runs"
+
+
+def initialize(coordinator: str | None = None) -> None:
+    """Joins a multi-process JAX job when one is configured; a no-op otherwise.
+
+    Args:
+      coordinator: ``host:port`` of process 0. Defaults to ``$JAXMMCL_COORDINATOR``; the
+        process count and index come from ``$JAXMMCL_NUM_PROCESSES`` and
+        ``$JAXMMCL_PROCESS_ID``. With none of these set, JAX's own cluster detection (SLURM,
+        Open MPI, Cloud TPU) is used only when ``coordinator == "auto"``.
+
+    Raises:
+      ConfigError: when the settings are incomplete or not integers.
+    """
+    coordinator = coordinator or os.environ.get("JAXMMCL_COORDINATOR")
+    if not coordinator:
+        return
+    if coordinator == "auto":
+        jax.distributed.initialize()
+        return
+    values = {}
+    for name in ("JAXMMCL_NUM_PROCESSES", "JAXMMCL_PROCESS_ID"):
+        text = os.environ.get(name)
+        try:
+            values[name] = int(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{name}={text!r}: an integer is needed with coordinator {coordinator!r}"
+            ) from None
+    if jax.default_backend() == "cpu":
+        # CPU processes need a collectives backend to form one global device mesh.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=values["JAXMMCL_NUM_PROCESSES"],
+        process_id=values["JAXMMCL_PROCESS_ID"],
+    )
+
+
+def is_writer() -> bool:
+    """Whether this process writes the result files (process 0)."""
+    return jax.process_index() == 0
+
+
+def runs_mesh() -> Mesh:
+    """The mesh over all devices of all processes, with the single axis ``"runs"``."""
+    return Mesh(np.asarray(jax.devices()), (RUNS,))
+
+
+def padded_size(runs: int, mesh: Mesh) -> int:
+    """``runs`` rounded up to a multiple of the mesh's device count."""
+    return math.ceil(runs / mesh.size) * mesh.size
+
+
+def pad_runs(tree: Any, size: int) -> Any:
+    """Pads the leading (run) axis of every host array in ``tree`` to ``size`` by repeating
+    the first run (a valid configuration, so padded runs cannot fail validation or diverge
+    differently from a real run)."""
+
+    def pad(x):
+        x = np.asarray(x)
+        extra = size - x.shape[0]
+        return np.concatenate([x, np.repeat(x[:1], extra, axis=0)]) if extra else x
+
+    return jax.tree.map(pad, tree)
+
+
+def shard_runs(tree: Any, mesh: Mesh) -> Any:
+    """Places host arrays (leading axis = runs, a multiple of the mesh size) on the mesh.
+
+    Works unchanged with several processes: each process fills only its addressable shards.
+    """
+    sharding = NamedSharding(mesh, PartitionSpec(RUNS))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Gathers (possibly multi-process) arrays into numpy arrays on every process."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
