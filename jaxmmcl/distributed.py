@@ -55,9 +55,9 @@ def initialize(coordinator: str | None = None) -> None:
             raise ConfigError(
                 f"{name}={text!r}: an integer is needed with coordinator {coordinator!r}"
             ) from None
-    if jax.default_backend() == "cpu":
-        # CPU processes need a collectives backend to form one global device mesh.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU processes need a collectives backend to form one global device mesh (accelerators
+    # ignore this setting). Asking for the backend here would initialise it too early.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=values["JAXMMCL_NUM_PROCESSES"],

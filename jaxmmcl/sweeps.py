@@ -255,6 +255,24 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _apply(base: dict, axes: dict, overrides: Mapping[str, Any], where: str) -> None:
+    """Applies overrides in place: a plain axis's key replaces that axis's values (a scalar
+    becomes a one-value axis), any other key sets the base config. A ``--set`` of a key that a
+    named axis sets is refused (the axis would silently win); a scale may set such a key as
+    the base value of cases that leave it alone."""
+    fixed_by_axes = _axis_keys(axes)
+    for key, value in overrides.items():
+        if key in axes and not isinstance(axes[key], Mapping):
+            axes[key] = value if isinstance(value, list) else [value]
+        elif key in axes:
+            raise ConfigError(f"{where}{key}: a named or zipped axis cannot be overridden")
+        elif key in fixed_by_axes and where == "--set ":
+            raise ConfigError(f"{where}{key}={value!r}: this key is set by a named axis")
+        else:
+            _check_keys([key], where)
+            base[key] = value
+
+
 def load_sweep(
     source: str | Path | Mapping[str, Any],
     *,
@@ -265,7 +283,8 @@ def load_sweep(
 
     Args:
       source: the sweep file or mapping.
-      scale: a name under ``scales``; default: the file's ``default_scale``, if any.
+      scale: a name under ``scales``; default: the file's ``default_scale``, if any. A scale
+        may also replace the values of plain axes.
       overrides: dotted key -> value applied last. A key that is a plain axis replaces that
         axis's values (a scalar becomes a one-value axis).
 
@@ -290,22 +309,12 @@ def load_sweep(
     base = flatten(spec.get("base") or {})
     scales = spec.get("scales") or {}
     scale = scale if scale is not None else spec.get("default_scale")
+    axes = dict(spec.get("axes") or {})
     if scale is not None:
         if scale not in scales:
             raise ConfigError(f"--scale: unknown scale {scale!r} (this sweep has: {list(scales)})")
-        base |= flatten(scales[scale] or {})
-    axes = dict(spec.get("axes") or {})
-    fixed_by_axes = _axis_keys(axes)
-    for key, value in (overrides or {}).items():
-        if key in axes and not isinstance(axes[key], Mapping):
-            axes[key] = value if isinstance(value, list) else [value]
-        elif key in axes:
-            raise ConfigError(f"--set {key}: a named or zipped axis cannot be overridden")
-        elif key in fixed_by_axes:
-            raise ConfigError(f"--set {key}={value!r}: this key is set by a named axis")
-        else:
-            _check_keys([key], "--set ")
-            base[key] = value
+        _apply(base, axes, flatten(scales[scale] or {}), f"scales.{scale}.")
+    _apply(base, axes, overrides or {}, "--set ")
     _check_keys(list(base), "base.")
     name = str(spec.get("name") or (Path(source).stem if not isinstance(source, Mapping) else ""))
     return Sweep(

@@ -1,0 +1,235 @@
+"""Sweeps at scale: every sweep file runs, programs split and shard without changing results,
+killed sweeps resume to identical results, several processes write one results file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jaxmmcl.cli import SWEEPS_DIR, main
+from jaxmmcl.config import ConfigError
+from jaxmmcl.reports import load_results
+from jaxmmcl.runner import run_sweep
+from jaxmmcl.sweeps import load_sweep, read_yaml
+
+SWEEP_FILES = sorted(SWEEPS_DIR.glob("*.yaml"))
+TINY_SCALE = {
+    "model.widths": [16, 16],
+    "train.batch_size": 32,
+    "train.steps": 20,
+    "train.log_every": 10,
+    "eval.n_fit": 64,
+    "eval.n_test": 64,
+    "eval.nonlinear": "mlp",
+    "eval.mlp_steps": 20,
+}
+# Six runs in one group: with 4 devices the program pads them to 8.
+SMALL = {
+    "name": "small",
+    "base": {
+        "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
+        "model": {"widths": [16, 16]},
+        "train": {"batch_size": 32, "steps": 40, "log_every": 10, "learning_rate": 1e-3},
+        "eval": {"n_fit": 64, "n_test": 64, "nonlinear": "mlp", "mlp_steps": 20},
+    },
+    "axes": {"simulation.p_change": [0.5, 1.0], "seed": [0, 1, 2]},
+}
+SCORES = ("r2_linear", "r2_nonlinear", "val_loss", "loss")
+
+
+def _first_values(axes: dict) -> dict:
+    """Every axis cut to its first value (zipped axes: first entry of each list)."""
+    cut = {}
+    for name, values in axes.items():
+        if isinstance(values, dict) and set(values) == {"zip"}:
+            cut[name] = {"zip": {k: v[:1] for k, v in values["zip"].items()}}
+        elif isinstance(values, dict):
+            label = next(iter(values))
+            cut[name] = {label: values[label]}
+        else:
+            cut[name] = values[:1]
+    return cut
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_sweep_file_validates_at_both_scales_and_runs_tiny(path, tmp_path):
+    for scale in ("cpu", "paper"):
+        assert load_sweep(path, scale=scale).runs
+    spec = read_yaml(path.read_text())
+    spec["scales"]["cpu"] = (spec["scales"]["cpu"] or {}) | TINY_SCALE
+    spec["axes"] = _first_values(spec["axes"])
+    sweep = load_sweep(spec, scale="cpu")
+    rows = run_sweep(sweep, tmp_path, show_progress=False)
+    assert rows and {r["status"] for r in rows} == {"ok"}
+    assert np.isfinite([r["r2_linear"] for r in rows]).all()
+    assert (tmp_path / f"{sweep.name}.md").is_file()
+    assert list(tmp_path.glob(f"{sweep.name}-*.png"))
+
+
+def test_every_paper_experiment_has_a_sweep():
+    names = {p.stem for p in SWEEP_FILES}
+    assert {"table1", "table4", "dims", "encoding_size", "intervention", "discrete"} <= names
+    strength = load_sweep(SWEEPS_DIR / "strength.yaml")
+    assert len(strength.runs) == 192 and len(strength.groups()) == 1
+
+
+def test_zipped_axis_steps_keys_together():
+    spec = {
+        "name": "zip",
+        "axes": {"dims": {"zip": {"simulation.n_s": [1, 3], "simulation.n_m": [3, 1]}}},
+    }
+    sweep = load_sweep(spec)
+    pairs = [(r.config.static.simulation.n_s, r.config.static.simulation.n_m) for r in sweep.runs]
+    assert pairs == [(1, 3), (3, 1)]
+    assert sweep.param_columns == ["simulation.n_s", "simulation.n_m"]
+    spec["axes"]["dims"]["zip"]["simulation.n_m"] = [3]
+    with pytest.raises(ConfigError, match="differ in length"):
+        load_sweep(spec)
+    with pytest.raises(ConfigError, match=r"simulation\.n_s"):
+        load_sweep(
+            spec | {"axes": {"d": {"zip": {"simulation.n_s": [1]}}}},
+            overrides={"simulation.n_s": 2},
+        )
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--dry-run", "--max-runs", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "6 runs in 1 groups, 2 programs" in text and "FLOP training" in text
+    assert text.count("group000-part00") == 2
+    assert not out.exists()
+
+
+def test_split_programs_give_the_same_results(tmp_path):
+    sweep = load_sweep(SMALL)
+    whole = run_sweep(sweep, tmp_path / "whole", show_progress=False)
+    split = run_sweep(sweep, tmp_path / "split", show_progress=False, max_runs=4)
+    for key in SCORES:
+        np.testing.assert_allclose(
+            [r[key] for r in split], [r[key] for r in whole], rtol=1e-4, atol=1e-5
+        )
+
+
+def test_out_folder_is_guarded(tmp_path, tiny_sweep):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep))
+    out = str(tmp_path / "out")
+    assert main(["run", str(path), "--out", out, "--quiet"]) == 0
+    # A second run neither silently overwrites nor mixes sweeps.
+    assert main(["run", str(path), "--out", out, "--quiet"]) == 2
+    other = ["--set", "train.steps=30"]
+    assert main(["run", str(path), "--out", out, "--quiet", "--resume", *other]) == 2
+    # Resuming a finished sweep only rewrites the report; --force starts over.
+    before = (tmp_path / "out" / "results.csv").read_text()
+    assert main(["run", str(path), "--out", out, "--quiet", "--resume"]) == 0
+    assert (tmp_path / "out" / "results.csv").read_text() == before
+    assert main(["run", str(path), "--out", out, "--quiet", "--force", *other]) == 0
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    return env | extra
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jaxmmcl.cli", *args, "--quiet"]
+
+
+def _assert_same_results(a: Path, b: Path, **tolerance) -> None:
+    rows_a, rows_b = load_results(a), load_results(b)
+    assert [(r["run"], r["encoder"], r["factor"]) for r in rows_a] == [
+        (r["run"], r["encoder"], r["factor"]) for r in rows_b
+    ]
+    for key in SCORES:
+        np.testing.assert_allclose([r[key] for r in rows_a], [r[key] for r in rows_b], **tolerance)
+
+
+def test_killed_sweep_resumes_to_identical_results(tmp_path):
+    spec = SMALL | {"base": SMALL["base"] | {"train": SMALL["base"]["train"] | {"steps": 3000}}}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        _cli("run", str(path), "--out", str(out), "--checkpoint-every", "0"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = out / "state" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not any(checkpoints.glob("*/[0-9]*")):
+        assert process.poll() is None, "the sweep ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "results.csv").exists()
+
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--resume"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
+    assert (out / "results.csv").read_text() == (tmp_path / "whole" / "results.csv").read_text()
+    assert (out / "losses.csv").read_text() == (tmp_path / "whole" / "losses.csv").read_text()
+    assert not (out / "state").exists()
+
+
+def test_four_devices_give_the_results_of_one(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    subprocess.run(
+        _cli("run", str(path), "--out", str(tmp_path / "four")),
+        env=_env(JAX_NUM_CPU_DEVICES="4"),
+        check=True,
+    )
+    assert main(["run", str(path), "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    # Different per-device batch shapes round differently: equal up to float32 rounding.
+    _assert_same_results(tmp_path / "four", tmp_path / "one", rtol=1e-4, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_write_one_results_file(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    out = tmp_path / "multi"
+    coordinator = f"localhost:{_free_port()}"
+    processes = [
+        subprocess.Popen(
+            _cli("run", str(path), "--out", str(out), "--checkpoint-every", "0"),
+            env=_env(
+                JAX_NUM_CPU_DEVICES="2",
+                JAXMMCL_COORDINATOR=coordinator,
+                JAXMMCL_NUM_PROCESSES="2",
+                JAXMMCL_PROCESS_ID=str(i),
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err.decode()[-2000:]
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".csv", ".yaml")) == [
+        "config.yaml",
+        "losses.csv",
+        "results.csv",
+    ]
+    assert main(["run", str(path), "--out", str(tmp_path / "single"), "--quiet"]) == 0
+    _assert_same_results(out, tmp_path / "single", rtol=1e-4, atol=1e-5)
