@@ -29,9 +29,7 @@ def test_run_i_of_a_vmapped_grid_equals_the_run_alone():
     for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS, strict=True)):
         alone = train_grid(STATIC, jnp.asarray([seed]), stack_hyperparams([hyper]))
         np.testing.assert_allclose(grid.loss_history[i], alone.loss_history[0], rtol=1e-4)
-        for a, b in zip(
-            jax.tree.leaves(grid.params), jax.tree.leaves(alone.params), strict=True
-        ):
+        for a, b in zip(jax.tree.leaves(grid.params), jax.tree.leaves(alone.params), strict=True):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5)
         one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.params)
         np.testing.assert_allclose(scores.r2_linear[i], one.r2_linear[0], atol=1e-4)

@@ -1,0 +1,154 @@
+"""GPU measurements for benchmarks/RESULTS.md, in one short run (called by benchmarks/gpu.sh).
+
+    python benchmarks/gpu_bench.py                 # on the accelerator (< 5 minutes)
+    python benchmarks/gpu_bench.py --tiny          # tiny sizes: checks that it runs (CPU)
+
+Measures on the default JAX device:
+
+* the dense matmul peak it reaches itself: float32 at the default precision (TF32 tensor
+  cores on NVIDIA), float32 at ``"highest"`` precision (true float32), and float64 (the
+  evaluation's precision), each an n^3 product (n = 8192);
+* the paper-size training step (batch 6144, d = 15, widths 150-750) for grids of 1, 8 and 30
+  vmapped runs (``--runs``): s/step, run-steps/s, GFLOP/s and the fraction of both float32
+  peaks, compile time;
+* the paper-size evaluation: cross-validated kernel ridge at n_fit = n_test = 20,480 for
+  ``--eval-encodings`` encodings (1 by default; 2 is one model's h1 and h2) x 5 blocks of 5.
+
+Prints a Markdown block ready to paste into RESULTS.md (and writes it to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import jax
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from evaluation import make_data, ours  # noqa: E402
+from train_step import matmul_peak, measure  # noqa: E402
+
+from jaxmmcl.config import run_config_from_dict  # noqa: E402
+from jaxmmcl.training import step_flops  # noqa: E402
+
+
+def peak_memory_gib() -> float | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes, to check it runs")
+    parser.add_argument("--runs", default=None, help="grid sizes (default 1,8,30; tiny 1,2)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed call (10)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--eval-encodings", type=int, default=1)
+    parser.add_argument("--eval-n", type=int, default=None, help="fit = test samples (20480)")
+    parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the Markdown block here")
+    args = parser.parse_args()
+
+    tiny = args.tiny
+    runs_list = [int(r) for r in (args.runs or ("1,2" if tiny else "1,8,30")).split(",")]
+    steps = args.steps or (2 if tiny else 10)
+    n_mm = 256 if tiny else 8192
+    eval_n = args.eval_n or (256 if tiny else 20_480)
+    if tiny:
+        config = {
+            "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
+            "model": {"widths": [16, 32, 16]},
+            "train": {"batch_size": 64, "learning_rate": 1e-4},
+        }
+        label = "tiny (d = 6, widths 16-32-16, batch 64)"
+    else:
+        config = {
+            "simulation": {"n_c": 5, "n_s": 5, "n_m": 5},
+            "train": {"batch_size": 6144, "learning_rate": 1e-4},
+        }
+        label = "paper size (d = 15, widths 150-750, batch 6144)"
+    lines: list[str] = []
+
+    def emit(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    started = time.perf_counter()
+    device = jax.devices()[0]
+    emit(f"### GPU ({time.strftime('%Y-%m-%d', time.gmtime())}): {device.device_kind}")
+    emit()
+    emit(
+        f"`python benchmarks/gpu_bench.py {' '.join(sys.argv[1:])}`; jax {jax.__version__}, "
+        f"backend {jax.default_backend()}, {len(jax.devices())} device(s), host "
+        f"{platform.node() or platform.machine()}, {os.cpu_count()} CPUs."
+    )
+    emit()
+
+    peak_tf32 = matmul_peak(n_mm)
+    with jax.default_matmul_precision("highest"):
+        peak_f32 = matmul_peak(n_mm)
+    with jax.enable_x64(True):
+        peak_f64 = matmul_peak(n_mm, repeats=3)
+    emit(f"Dense matmul peak measured here ({n_mm}^3, median of 5):")
+    emit()
+    emit("| precision | GFLOP/s |")
+    emit("| --- | --- |")
+    emit(f"| float32, default precision (TF32 on NVIDIA) | {peak_tf32:.0f} |")
+    emit(f"| float32, 'highest' precision | {peak_f32:.0f} |")
+    emit(f"| float64 | {peak_f64:.0f} |")
+    emit()
+
+    flops = step_flops(run_config_from_dict(config).static)
+    emit(
+        f"Training step, {label}, {flops / 1e9:.1f} GFLOP per run-step; vmapped grid of R "
+        f"runs, {steps} steps per timed call, median of {args.repeats} [min-max]; % of the "
+        "default-precision and the 'highest' peak:"
+    )
+    emit()
+    emit(
+        "| R | s/step | run-steps/s | GFLOP/s | % of TF32 peak | % of float32 peak | "
+        "compile | peak memory |"
+    )
+    emit("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for runs in runs_list:
+        r = measure(config, runs, steps, args.repeats)
+        mem = peak_memory_gib()
+        emit(
+            f"| {runs} | {r['s_per_step']:.4f} [{r['min']:.4f}-{r['max']:.4f}] | "
+            f"{runs / r['s_per_step']:.1f} | {r['gflops']:.0f} | "
+            f"{100 * r['gflops'] / peak_tf32:.0f} % | {100 * r['gflops'] / peak_f32:.0f} % | "
+            f"{r['compile_s']:.1f} s | {'-' if mem is None else f'{mem:.1f} GiB'} |"
+        )
+    emit()
+
+    if not args.skip_eval:
+        x, y = make_data(np.random.default_rng(0), args.eval_encodings, eval_n)
+        n = eval_n
+        data = (x[:, :n].astype(np.float32), y[:, :n], x[:, n:].astype(np.float32), y[:, n:])
+        _, first = ours(*data)
+        result, seconds = ours(*data)
+        mem = peak_memory_gib()
+        emit(
+            f"Evaluation: kernel ridge (16 candidates x 3 folds, float64) for "
+            f"{args.eval_encodings} encoding(s) x 5 blocks of 5, n_fit = n_test = {n}: "
+            f"**{seconds:.1f} s** after compile (first call {first:.1f} s), peak device memory "
+            f"{'-' if mem is None else f'{mem:.1f} GiB'}; R^2 of the first encoding: "
+            f"{np.array2string(result.r2[0], precision=4)}."
+        )
+        emit()
+    emit(f"(whole measurement {time.perf_counter() - started:.0f} s)")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
