@@ -331,14 +331,17 @@ def kernel_ridge_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> np.ndar
     """``(R, 2, n_blocks)`` cross-validated kernel ridge R^2 for stacked samples of R runs.
 
     Both encodings of every run form one list of ``2 R`` regression problems; the targets are
-    shared by the two encodings of a run.
+    shared by the two encodings of a run. The samples are fetched to the host first: the
+    solver runs its own batches on one device (sharded inputs would make XLA partition its
+    factorisations across CPU devices, which hangs the CPU runtime).
     """
+    samples = jax.device_get(samples)
     runs, encoders, n_fit, k = samples.h_fit.shape
     result = kernel_ridge_r2_grid(
         samples.h_fit.reshape(runs * encoders, n_fit, k),
-        jnp.repeat(samples.y_fit, encoders, axis=0),
+        np.repeat(samples.y_fit, encoders, axis=0),
         samples.h_test.reshape(runs * encoders, -1, k),
-        jnp.repeat(samples.y_test, encoders, axis=0),
+        np.repeat(samples.y_test, encoders, axis=0),
         sizes,
         # Batching runs pays off only while their kernels are small.
         run_batch=max(1, min(runs * encoders, 2**27 // n_fit**2)),
