@@ -3,6 +3,10 @@
     jaxmmcl run SWEEP.yaml --out DIR [--scale NAME] [--set key=value ...] [options]
     jaxmmcl reproduce NAME [--out DIR] [--scale cpu|paper] [--set key=value ...] [options]
     jaxmmcl report DIR
+    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--quiet]
+    jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
+
+(The image/text commands live in :mod:`jaxmmcl.imgtxt.cli`.)
 
 Options of run and reproduce: ``--dry-run`` (print the plan, run nothing), ``--resume``
 (continue an interrupted sweep in DIR), ``--force`` (start DIR over), ``--checkpoint-every
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 from jaxmmcl.config import ConfigError
+from jaxmmcl.imgtxt.cli import add_data_parser, run_data, run_reproduce
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 
@@ -79,12 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
 
     reproduce = sub.add_parser("reproduce", help="run one of the paper's experiments")
-    reproduce.add_argument("name", help=f"one of: {', '.join(available_sweeps())}")
+    reproduce.add_argument("name", help=f"one of: {', '.join([*available_sweeps(), 'imgtxt'])}")
     reproduce.add_argument("--out", help="output folder (default: runs/NAME-SCALE)")
     common(reproduce)
+    reproduce.add_argument(
+        "--data", help="imgtxt only: a Multimodal3DIdent root (default: rendered in memory)"
+    )
 
     report = sub.add_parser("report", help="rewrite the tables and figures of a sweep folder")
     report.add_argument("dir", help="a folder written by run or reproduce")
+    add_data_parser(sub)
     return parser
 
 
@@ -125,6 +134,21 @@ def _report(folder: Path) -> None:
     print("\n".join(str(path) for path in written))
 
 
+def _refuse_sweep_options(args: argparse.Namespace) -> None:
+    # The image/text experiment is not a sweep file: these options would be silently ignored.
+    given = {
+        "--set": args.overrides,
+        "--dry-run": args.dry_run,
+        "--resume": args.resume,
+        "--force": args.force,
+        "--max-runs": args.max_runs,
+        "--distributed": args.distributed,
+    }
+    for flag, value in given.items():
+        if value:
+            raise ConfigError(f"reproduce imgtxt: {flag} applies to sweeps only, got {value!r}")
+
+
 def _enable_compilation_cache() -> None:
     # Sweeps recompile the same group programs run after run; XLA's persistent cache turns the
     # second compilation of a program into a disk read.
@@ -142,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             _run(Path(args.sweep), Path(args.out), args)
+        elif args.command == "data":
+            run_data(args)
+        elif args.command == "reproduce" and args.name == "imgtxt":
+            _refuse_sweep_options(args)
+            run_reproduce(args)
         elif args.command == "reproduce":
+            if args.data is not None:
+                raise ConfigError(f"--data: only for reproduce imgtxt, not {args.name!r}")
             if args.name not in available_sweeps():
                 raise ConfigError(
                     f"reproduce: unknown experiment {args.name!r} "

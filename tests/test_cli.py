@@ -139,3 +139,11 @@ def test_set_values_parse_as_yaml_with_exponent_floats():
 
     parsed = parse_overrides(["train.learning_rate=2e-3", "model.widths=[8, 8]", "x=true", "y=a"])
     assert parsed == {"train.learning_rate": 0.002, "model.widths": [8, 8], "x": True, "y": "a"}
+
+
+def test_imgtxt_refuses_sweep_options_and_data_is_imgtxt_only(capsys):
+    assert main(["reproduce", "imgtxt", "--dry-run"]) == 2
+    assert main(["reproduce", "imgtxt", "--set", "train.steps=1"]) == 2
+    assert main(["reproduce", "table1", "--data", "somewhere"]) == 2
+    err = capsys.readouterr().err
+    assert "--dry-run applies to sweeps only" in err and "--data: only for reproduce imgtxt" in err

@@ -1,0 +1,355 @@
+"""The encoding-size sweep of the paper's Figure 3: train image/text encoders for every
+(encoding size, seed), score every factor of both modalities, write results and figures.
+
+Output folder:
+
+* ``results.csv`` -- one row per encoding size x seed x modality x factor x metric
+  (``encoding_size, seed, modality, factor, metric, value``);
+* ``losses.csv`` -- per run: ``encoding_size, seed, val_loss, train_loss`` (last chunk);
+* ``imgtxt.md`` -- the table: per modality and factor, the nonlinear score (MLP accuracy or
+  kernel ridge R^2) against encoding size (mean ± std over seeds), and the validation loss;
+* ``figure3_image.png``, ``figure3_text.png`` -- every factor's scores against encoding size;
+  ``val_loss.png`` -- validation loss against encoding size.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmmcl.config import ConfigError
+from jaxmmcl.imgtxt.dataset import SPLITS, channel_stats, load_split, load_vocabulary
+from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, METRICS, TEXT_FACTORS, score_factors
+from jaxmmcl.imgtxt.factors import image_latents, sample_factors, take, text_latents
+from jaxmmcl.imgtxt.render import render_batch, to_uint8
+from jaxmmcl.imgtxt.text import caption_tokens, full_vocabulary
+from jaxmmcl.imgtxt.train import (
+    ModelConfig,
+    TrainConfig,
+    array_source,
+    encode,
+    rendered_source,
+    train_runs,
+    validation_loss,
+)
+
+ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
+NONLINEAR = {"continuous": "r2_kernel_ridge", "discrete": "acc_mlp"}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One scale of the experiment.
+
+    Attributes:
+      image_size: image height and width.
+      stage_sizes, widths: the ResNet (ResNet-18: (2, 2, 2, 2), (64, 128, 256, 512)).
+      embedding_size, text_channels: the text encoder (the paper: 128, (25, 50, 100)).
+      small_stem: the ResNet's stem (the paper: ``False``, ResNet-18's own).
+      train: optimisation.
+      seeds: seeds per encoding size.
+      n_train: pairs of a training split rendered once into memory; ``None`` renders fresh
+        batches inside every training step (without ``--data``).
+      n_val, n_test: pairs of the rendered validation and test splits (without ``--data``).
+      runs_per_program: runs trained together as one vmapped program.
+      mlp_steps: steps of the MLP classifier of the evaluation.
+    """
+
+    image_size: int
+    stage_sizes: tuple[int, ...]
+    widths: tuple[int, ...]
+    embedding_size: int
+    text_channels: tuple[int, ...]
+    small_stem: bool
+    train: TrainConfig
+    seeds: tuple[int, ...]
+    n_train: int | None
+    n_val: int
+    n_test: int
+    runs_per_program: int
+    mlp_steps: int
+
+
+SCALES = {
+    "cpu": Scale(
+        image_size=64,
+        stage_sizes=(1, 1, 1, 1),
+        widths=(8, 16, 32, 64),
+        embedding_size=64,
+        text_channels=(16, 32, 64),
+        small_stem=True,
+        train=TrainConfig(
+            batch_size=64, steps=500, learning_rate=5e-4, schedule="cosine", log_every=50
+        ),
+        seeds=(0,),
+        n_train=16384,
+        n_val=1024,
+        n_test=1024,
+        runs_per_program=1,
+        mlp_steps=1000,
+    ),
+    "paper": Scale(
+        image_size=224,
+        stage_sizes=(2, 2, 2, 2),
+        widths=(64, 128, 256, 512),
+        embedding_size=128,
+        text_channels=(25, 50, 100),
+        small_stem=False,
+        train=TrainConfig(
+            batch_size=256, steps=100_000, learning_rate=1e-5, schedule="constant", log_every=1000
+        ),
+        seeds=(0, 1, 2),
+        n_train=None,
+        n_val=10_000,
+        n_test=10_000,
+        runs_per_program=3,
+        mlp_steps=1000,
+    ),
+}
+
+
+def _rendered_split(key: jax.Array, n: int, image_size: int, vocab, chunk: int = 256):
+    """A split rendered into memory: uint8 images, tokens, image and text latents."""
+    f = sample_factors(key, n)
+    images, tokens = [], []
+    for start in range(0, n, chunk):
+        idx = np.minimum(np.arange(start, start + chunk), n - 1)
+        part = take(f, idx)
+        keep = min(chunk, n - start)
+        images.append(np.asarray(to_uint8(render_batch(part, image_size)))[:keep])
+        tokens.append(np.asarray(_tokens(part, vocab))[:keep])
+    return np.concatenate(images), np.concatenate(tokens), image_latents(f), text_latents(f)
+
+
+_tokens = jax.jit(caption_tokens, static_argnums=1)
+
+
+def _load_data(scale: Scale, data: Path | None):
+    """(source, val split, test split, vocab); splits as (images, tokens, img lat, txt lat)."""
+    if data is not None:
+        vocab = load_vocabulary(data)
+        splits = [load_split(data, s, vocab, image_size=scale.image_size) for s in SPLITS]
+        train, val, test = splits
+        mean, std = channel_stats(train.images)
+        source = array_source(train.images, train.tokens, mean, std)
+        as_tuple = lambda s: (s.images, s.tokens, s.image_latents, s.text_latents)  # noqa: E731
+        return source, as_tuple(val), as_tuple(test), vocab
+    vocab = full_vocabulary()
+    # Fixed keys, independent of the training seeds: every run is scored on the same splits.
+    key = jax.random.key(2**31 - 1)
+    val = _rendered_split(jax.random.fold_in(key, 1), scale.n_val, scale.image_size, vocab)
+    test = _rendered_split(jax.random.fold_in(key, 2), scale.n_test, scale.image_size, vocab)
+    if scale.n_train is None:
+        mean, std = channel_stats(val[0])
+        source = rendered_source(scale.image_size, vocab, mean, std)
+    else:
+        train = _rendered_split(jax.random.fold_in(key, 0), scale.n_train, scale.image_size, vocab)
+        mean, std = channel_stats(train[0])
+        source = array_source(train[0], train[1], mean, std)
+    return source, val, test, vocab
+
+
+def reproduce(
+    out: str | Path,
+    scale: str | Scale = "cpu",
+    *,
+    data: str | Path | None = None,
+    encoding_sizes: tuple[int, ...] = ENCODING_SIZES,
+    show_progress: bool = True,
+) -> list[dict]:
+    """Runs the sweep over :data:`ENCODING_SIZES` x the scale's seeds and writes the outputs.
+
+    Args:
+      out: output folder (created).
+      scale: ``"cpu"``, ``"paper"`` or a :class:`Scale`.
+      data: a Multimodal3DIdent root to train and evaluate on (ours or the real one); without
+        it, data are rendered in memory.
+      encoding_sizes: the sizes swept, each in [1, 12].
+      show_progress: a tqdm bar over all training steps.
+
+    Returns:
+      The rows of ``results.csv``.
+    """
+    from tqdm import tqdm
+
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise ConfigError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+        scale = SCALES[scale]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    source, val, test, vocab = _load_data(scale, Path(data) if data is not None else None)
+    if len(val[0]) < scale.train.batch_size:
+        raise ConfigError(f"validation split: {len(val[0])} pairs, fewer than one batch")
+    bad = [k for k in encoding_sizes if not 1 <= k <= max(ENCODING_SIZES)]
+    if bad or not encoding_sizes:
+        raise ConfigError(f"encoding sizes: expected integers in [1, 12], got {encoding_sizes!r}")
+    model = ModelConfig(
+        max(ENCODING_SIZES),
+        vocab.size,
+        scale.stage_sizes,
+        scale.widths,
+        scale.embedding_size,
+        scale.text_channels,
+        scale.small_stem,
+    )
+    runs = [(size, seed) for seed in scale.seeds for size in encoding_sizes]
+    rows, losses = [], []
+    total = len(runs) * scale.train.steps
+    with tqdm(total=total, unit="step", disable=not show_progress) as bar:
+        for start in range(0, len(runs), scale.runs_per_program):
+            group = runs[start : start + scale.runs_per_program]
+            sizes = np.array([s for s, _ in group])
+            seeds = np.array([s for _, s in group])
+            state, history = train_runs(seeds, sizes, model, scale.train, source, bar.update)
+            h_val = encode(state, val[0], val[1], model, source)
+            h_test = encode(state, test[0], test[1], model, source)
+            val_loss = validation_loss(*h_val, scale.train.batch_size, scale.train.temperature)
+            key = jax.random.key(0)
+            for modality, m, factors in (("image", 0, IMAGE_FACTORS), ("text", 1, TEXT_FACTORS)):
+                latents_fit, latents_test = val[2 + m], test[2 + m]
+                scores = score_factors(
+                    h_val[m], h_test[m], latents_fit, latents_test, factors,
+                    key=key, mlp_steps=scale.mlp_steps,
+                )  # fmt: skip
+                for (factor, metric), values in scores.items():
+                    for r, (size, seed) in enumerate(group):
+                        rows.append(
+                            {
+                                "encoding_size": int(size),
+                                "seed": int(seed),
+                                "modality": modality,
+                                "factor": factor,
+                                "metric": metric,
+                                "value": float(values[r]),
+                            }
+                        )
+            for r, (size, seed) in enumerate(group):
+                losses.append(
+                    {
+                        "encoding_size": int(size),
+                        "seed": int(seed),
+                        "val_loss": float(val_loss[r]),
+                        "train_loss": float(history[r, -1]),
+                    }
+                )
+            _write_csv(out / "results.csv", rows)
+            _write_csv(out / "losses.csv", losses)
+    minutes = (time.perf_counter() - t_start) / 60
+    (out / "imgtxt.md").write_text(markdown_table(rows, losses, minutes))
+    write_figures(out, rows, losses)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _kind(modality: str, factor: str) -> str:
+    factors = dict(IMAGE_FACTORS if modality == "image" else TEXT_FACTORS)
+    return factors[factor]
+
+
+def _summary(rows: list[dict], modality: str, factor: str, metric: str) -> dict[int, np.ndarray]:
+    out: dict[int, list[float]] = {}
+    for row in rows:
+        if (row["modality"], row["factor"], row["metric"]) == (modality, factor, metric):
+            out.setdefault(int(row["encoding_size"]), []).append(float(row["value"]))
+    return {size: np.asarray(v) for size, v in sorted(out.items())}
+
+
+def _cell(values: np.ndarray) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std():.2f}"
+
+
+def markdown_table(rows: list[dict], losses: list[dict], minutes: float) -> str:
+    """The Markdown report: nonlinear scores per factor against encoding size, per modality."""
+    sizes = sorted({int(r["encoding_size"]) for r in rows})
+    seeds = sorted({int(r["seed"]) for r in rows})
+    head = "| factor (score) | " + " | ".join(f"k={s}" for s in sizes) + " |"
+    rule = "|---|" + "---|" * len(sizes)
+    lines = [
+        "# Image/text experiment: scores against encoding size",
+        "",
+        f"Seeds: {', '.join(map(str, seeds))}; fitted on val, scored on test; accuracy of the "
+        "MLP classifier for discrete factors, kernel ridge R^2 for continuous ones "
+        f"(results.csv has all four metrics). Wall time: {minutes:.1f} minutes.",
+    ]
+    for modality, factors in (("image", IMAGE_FACTORS), ("text", TEXT_FACTORS)):
+        lines += ["", f"## {modality} encoding", "", head, rule]
+        for factor, kind in factors:
+            metric = NONLINEAR[kind]
+            summary = _summary(rows, modality, factor, metric)
+            cells = [_cell(summary[s]) if s in summary else "" for s in sizes]
+            lines.append(f"| {factor} ({metric}) | " + " | ".join(cells) + " |")
+    lines += ["", "## validation loss", "", head, rule]
+    by_size: dict[int, list[float]] = {}
+    for row in losses:
+        by_size.setdefault(int(row["encoding_size"]), []).append(float(row["val_loss"]))
+    cells = [_cell(np.asarray(by_size[s])) if s in by_size else "" for s in sizes]
+    lines.append("| NT-Xent (val) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_figures(out: Path, rows: list[dict], losses: list[dict]) -> None:
+    """``figure3_image.png``, ``figure3_text.png`` (linear and nonlinear score of every factor
+    against encoding size, mean over seeds with min-max bands) and ``val_loss.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for modality, factors in (("image", IMAGE_FACTORS), ("text", TEXT_FACTORS)):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for panel, ax in enumerate(axes):
+            for factor, kind in factors:
+                metric = METRICS[kind][panel]
+                summary = _summary(rows, modality, factor, metric)
+                x = np.array(list(summary))
+                values = list(summary.values())
+                mean = np.array([v.mean() for v in values])
+                style = "-o" if kind == "discrete" else "--s"
+                ax.plot(x, mean, style, label=f"{factor} ({metric})", markersize=4)
+                lo = np.array([v.min() for v in values])
+                hi = np.array([v.max() for v in values])
+                ax.fill_between(x, lo, hi, alpha=0.15)
+            ax.set_xlabel("encoding size")
+            ax.set_title(f"{modality} encoding: {'linear' if panel == 0 else 'nonlinear'}")
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("accuracy / R^2")
+        axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        fig.savefig(out / f"figure3_{modality}.png", dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    by_size: dict[int, list[float]] = {}
+    for row in losses:
+        by_size.setdefault(int(row["encoding_size"]), []).append(float(row["val_loss"]))
+    x = np.array(sorted(by_size))
+    ax.plot(x, [np.mean(by_size[s]) for s in x], "-o")
+    ax.set_xlabel("encoding size")
+    ax.set_ylabel("validation NT-Xent")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "val_loss.png", dpi=120)
+    plt.close(fig)
+
+
+def with_overrides(scale: Scale, **train_overrides) -> Scale:
+    """A scale with some training settings replaced (e.g. ``steps=...``)."""
+    return dataclasses.replace(scale, train=dataclasses.replace(scale.train, **train_overrides))

@@ -1,0 +1,401 @@
+"""Contrastive training of an image and a text encoder, vmapped over runs.
+
+A run is a (seed, encoding size) pair. All runs share one model with ``encoding_size`` =
+the largest size of the sweep; a run of size k masks its encodings to the first k units
+(:func:`~jaxmmcl.imgtxt.models.encoding_mask`), so any set of runs trains as one
+``jit(vmap(...))`` program. Each run draws its own batches from its own key.
+
+Batches come from a :class:`BatchSource`: rendered on the device from freshly sampled factors
+inside the training step (:func:`rendered_source`, no files), or gathered from a split held in
+device memory as uint8 images and token ids (:func:`array_source`). Either way the input
+pipeline is part of the compiled step.
+
+Batch normalisation: each run has its own ``batch_stats``; the training step applies the
+encoders with ``mutable=["batch_stats"]`` and carries the updated running averages in the
+state. Under ``vmap`` over runs, batch statistics are per run (the batch axis is inside the
+vmapped function), exactly as if every run were trained alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxmmcl.config import ConfigError
+from jaxmmcl.imgtxt.factors import sample_factors
+from jaxmmcl.imgtxt.models import (
+    EMBEDDING_SIZE,
+    TEXT_CHANNELS,
+    ResNetEncoder,
+    TextEncoder,
+    encoding_mask,
+)
+from jaxmmcl.imgtxt.render import render_batch
+from jaxmmcl.imgtxt.text import Vocabulary, caption_tokens
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder architecture (static).
+
+    Attributes:
+      encoding_size: units of both encoders' outputs (the largest encoding size of the runs).
+      vocab_size: the text encoder's number of token ids.
+      stage_sizes, widths: the ResNet's BasicBlocks and channels per stage.
+      embedding_size, text_channels: the text encoder's embedding width and convolution
+        channels.
+      small_stem: the ResNet's stem (see :class:`~jaxmmcl.imgtxt.models.ResNetEncoder`).
+    """
+
+    encoding_size: int
+    vocab_size: int
+    stage_sizes: tuple[int, ...] = (2, 2, 2, 2)
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    embedding_size: int = EMBEDDING_SIZE
+    text_channels: tuple[int, ...] = TEXT_CHANNELS
+    small_stem: bool = False
+
+    def image_encoder(self) -> ResNetEncoder:
+        return ResNetEncoder(self.encoding_size, self.stage_sizes, self.widths, self.small_stem)
+
+    def text_encoder(self) -> TextEncoder:
+        return TextEncoder(
+            self.encoding_size, self.vocab_size, self.embedding_size, self.text_channels
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (static).
+
+    Attributes:
+      batch_size: pairs per step.
+      steps: optimiser steps.
+      learning_rate: Adam's step size (peak value with ``schedule="cosine"``).
+      schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over ``steps``).
+      clip_norm: gradients are clipped to this global L2 norm.
+      temperature: NT-Xent temperature.
+      log_every: steps per reported mean loss (and per progress update).
+    """
+
+    batch_size: int = 256
+    steps: int = 100_000
+    learning_rate: float = 1e-5
+    schedule: str = "constant"
+    clip_norm: float = 2.0
+    temperature: float = 1.0
+    log_every: int = 100
+
+    def __post_init__(self):
+        for name in ("batch_size", "steps", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"train.{name}: expected an integer >= 1, got {value!r}")
+        if self.batch_size < 2:
+            raise ConfigError(f"train.batch_size: expected >= 2, got {self.batch_size!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"train.schedule: expected constant or cosine, got {self.schedule!r}")
+        for name in ("learning_rate", "clip_norm", "temperature"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0 or not np.isfinite(value):
+                raise ConfigError(f"train.{name}: expected a number > 0, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class BatchSource:
+    """Where training batches come from (hashed by identity: it keys compiled programs).
+
+    Attributes:
+      arrays: device arrays the batches are drawn from (a pytree; empty when rendering).
+      draw: ``draw(arrays, key, n) -> (images (n, s, s, 3) float32 in [0, 1], tokens (n, T))``,
+        traceable.
+      mean, std: per-channel normalisation of the images, ``(3,)`` each.
+      image_size, max_length: shapes of a batch.
+    """
+
+    arrays: Any
+    draw: Callable
+    mean: np.ndarray
+    std: np.ndarray
+    image_size: int
+    max_length: int
+
+
+def rendered_source(
+    image_size: int, vocab: Vocabulary, mean, std, *, causal_hue: bool = True
+) -> BatchSource:
+    """Batches of freshly sampled factors, rendered and captioned on the device."""
+
+    def draw(arrays, key, n):
+        f = sample_factors(key, n, causal_hue=causal_hue)
+        return render_batch(f, image_size), caption_tokens(f, vocab)
+
+    return BatchSource({}, draw, np.asarray(mean), np.asarray(std), image_size, vocab.max_length)
+
+
+def array_source(images: np.ndarray, tokens: np.ndarray, mean, std) -> BatchSource:
+    """Batches drawn uniformly with replacement from a split held in device memory.
+
+    Args:
+      images: ``(n, s, s, 3)`` uint8.
+      tokens: ``(n, T)`` int32.
+      mean, std: per-channel normalisation, ``(3,)`` each.
+    """
+
+    def draw(arrays, key, n):
+        idx = jax.random.randint(key, (n,), 0, arrays["images"].shape[0])
+        return arrays["images"][idx].astype(jnp.float32) / 255.0, arrays["tokens"][idx]
+
+    arrays = {"images": jnp.asarray(images), "tokens": jnp.asarray(tokens)}
+    return BatchSource(
+        arrays, draw, np.asarray(mean), np.asarray(std), images.shape[1], tokens.shape[1]
+    )
+
+
+def nt_xent(h1: jnp.ndarray, h2: jnp.ndarray, temperature: float) -> jnp.ndarray:
+    """Symmetrised NT-Xent (SimCLR): cosine similarities of all ``2n`` encodings.
+
+    For each of the ``2n`` encodings (``h1`` rows, then ``h2`` rows, both ``(n, k)``) the
+    positive is its pair in the other modality and the negatives are the other ``2n - 2``
+    encodings of both modalities; the loss is the mean over all ``2n`` anchors of the
+    cross-entropy of the positive among them, similarities divided by ``temperature``.
+
+    Returns:
+      A scalar.
+    """
+    z = jnp.concatenate([h1, h2])
+    z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
+    sim = (z @ z.T) / temperature
+    n2 = z.shape[0]
+    sim = jnp.where(jnp.eye(n2, dtype=bool), -jnp.inf, sim)
+    positive = (jnp.arange(n2) + n2 // 2) % n2
+    return jnp.mean(jax.nn.logsumexp(sim, axis=1) - sim[jnp.arange(n2), positive])
+
+
+@struct.dataclass
+class RunState:
+    """Training state of one run (a leading run axis when stacked).
+
+    Attributes:
+      params: ``{"image": ..., "text": ...}`` encoder parameters.
+      batch_stats: ``{"image": ..., "text": ...}`` batch-norm running averages.
+      opt_state: Adam state.
+      key: the key the next batch is drawn from.
+      size: the run's encoding size (int32 scalar; units past it are masked).
+    """
+
+    params: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+    key: jax.Array
+    size: jnp.ndarray
+
+
+def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    if train.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(train.learning_rate, train.steps)
+    else:
+        lr = train.learning_rate
+    return optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.adam(lr))
+
+
+def _normalise(images, source: BatchSource):
+    return (images - jnp.asarray(source.mean)) / jnp.asarray(source.std)
+
+
+def init_run(seed, size, model: ModelConfig, train: TrainConfig, source: BatchSource) -> RunState:
+    """Initial state of the run ``(seed, size)``; its keys derive from the seed alone."""
+    key = jax.random.key(seed)
+    k_img, k_txt, k_data = jax.random.split(key, 3)
+    images = jnp.zeros((1, source.image_size, source.image_size, 3))
+    tokens = jnp.zeros((1, source.max_length), jnp.int32)
+    v_img = model.image_encoder().init(k_img, images, train=False)
+    v_txt = model.text_encoder().init(k_txt, tokens, train=False)
+    params = {"image": v_img["params"], "text": v_txt["params"]}
+    stats = {"image": v_img["batch_stats"], "text": v_txt["batch_stats"]}
+    opt_state = _optimizer(train).init(params)
+    return RunState(params, stats, opt_state, k_data, jnp.asarray(size, jnp.int32))
+
+
+def _apply(model: ModelConfig, params, stats, images, tokens, train: bool):
+    """Both encoders' outputs (unmasked) and, in training, the updated batch stats."""
+    img, txt = model.image_encoder(), model.text_encoder()
+    if not train:
+        h1 = img.apply({"params": params["image"], "batch_stats": stats["image"]}, images, False)
+        h2 = txt.apply({"params": params["text"], "batch_stats": stats["text"]}, tokens, False)
+        return h1, h2, stats
+    h1, s1 = img.apply(
+        {"params": params["image"], "batch_stats": stats["image"]},
+        images,
+        True,
+        mutable=["batch_stats"],
+    )
+    h2, s2 = txt.apply(
+        {"params": params["text"], "batch_stats": stats["text"]},
+        tokens,
+        True,
+        mutable=["batch_stats"],
+    )
+    return h1, h2, {"image": s1["batch_stats"], "text": s2["batch_stats"]}
+
+
+def train_step(
+    state: RunState, arrays, model: ModelConfig, train: TrainConfig, source: BatchSource
+) -> tuple[RunState, jnp.ndarray]:
+    """One optimiser step of one run on a fresh batch; returns the new state and the loss."""
+    key, batch_key = jax.random.split(state.key)
+    images, tokens = source.draw(arrays, batch_key, train.batch_size)
+    images = _normalise(images, source)
+    mask = encoding_mask(state.size, model.encoding_size)
+
+    def loss_fn(params):
+        h1, h2, stats = _apply(model, params, state.batch_stats, images, tokens, True)
+        return nt_xent(h1 * mask, h2 * mask, train.temperature), stats
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = _optimizer(train).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return RunState(params, stats, opt_state, key, state.size), loss
+
+
+def over_runs(fn: Callable, in_axes: tuple, n_runs: int) -> Callable:
+    """``jax.vmap(fn, in_axes)`` for several runs; for one run, ``fn`` applied to the run's
+    slice with the run axis restored on the outputs.
+
+    XLA's CPU backend turns convolutions with vmapped weights into grouped convolutions, whose
+    gradients it runs an order of magnitude slower than plain ones (measured: 28 s against
+    3 s per step of one run); a single run therefore bypasses vmap.
+    """
+    if n_runs > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def single(*args):
+        args = [
+            jax.tree.map(lambda a: a[0], x) if axis == 0 else x
+            for x, axis in zip(args, in_axes, strict=True)
+        ]
+        return jax.tree.map(lambda a: a[None], fn(*args))
+
+    return single
+
+
+@functools.cache
+def _programs(model: ModelConfig, train: TrainConfig, source: BatchSource, n_runs: int):
+    init = jax.jit(
+        over_runs(lambda seed, size: init_run(seed, size, model, train, source), (0, 0), n_runs)
+    )
+    step = jax.jit(
+        over_runs(lambda s, a: train_step(s, a, model, train, source), (0, None), n_runs),
+        donate_argnums=0,
+    )
+    return init, step
+
+
+def train_runs(
+    seeds: np.ndarray,
+    sizes: np.ndarray,
+    model: ModelConfig,
+    train: TrainConfig,
+    source: BatchSource,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[RunState, np.ndarray]:
+    """Trains R runs as one vmapped program.
+
+    Steps are dispatched one compiled step at a time rather than as a ``lax.scan``: XLA's CPU
+    backend runs convolutions inside a loop body several times slower than at the top level
+    (measured: 0.8 against 0.11 CPU seconds per step of the CPU-scale model), and dispatch is
+    asynchronous, so the host loop costs nothing on an accelerator.
+
+    Args:
+      seeds: ``(R,)`` integer seeds.
+      sizes: ``(R,)`` encoding sizes, each in ``[1, model.encoding_size]``.
+      model, train: static configs.
+      source: the batches.
+      progress: called with the number of steps done after each ``train.log_every`` steps.
+
+    Returns:
+      The final states (leading axis R) and the ``(R, n_chunks)`` mean loss of each
+      ``log_every`` steps.
+    """
+    init, step = _programs(model, train, source, len(seeds))
+    state = init(jnp.asarray(seeds, jnp.uint32), jnp.asarray(sizes, jnp.int32))
+    history, losses = [], []
+    for i in range(train.steps):
+        state, loss = step(state, source.arrays)
+        losses.append(loss)
+        if len(losses) == train.log_every or i == train.steps - 1:
+            history.append(np.mean(np.stack([np.asarray(x) for x in losses]), axis=0))
+            if progress is not None:
+                progress(len(losses))
+            losses = []
+    return state, np.stack(history, axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _encode_batch(state: RunState, images, tokens, model: ModelConfig, source, n_runs: int):
+    def one(s):
+        h1, h2, _ = _apply(
+            model, s.params, s.batch_stats, _normalise(images, source), tokens, False
+        )
+        mask = encoding_mask(s.size, model.encoding_size)
+        return h1 * mask, h2 * mask
+
+    return over_runs(one, (0,), n_runs)(state)
+
+
+def encode(
+    state: RunState,
+    images: np.ndarray,
+    tokens: np.ndarray,
+    model: ModelConfig,
+    source: BatchSource,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encodings of a data set by every run (evaluation mode: batch-norm running averages).
+
+    Args:
+      state: R stacked run states.
+      images: ``(n, s, s, 3)`` float in [0, 1] or uint8.
+      tokens: ``(n, T)`` int32.
+
+    Returns:
+      Image and text encodings, ``(R, n, model.encoding_size)`` each, zero past each run's size.
+    """
+    n, n_runs = images.shape[0], state.size.shape[0]
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    out1, out2 = [], []
+    for start in range(0, n, batch_size):
+        # Fixed-size batches (the last padded by repetition) compile once.
+        idx = np.minimum(np.arange(start, start + batch_size), n - 1)
+        x = jnp.asarray(images[idx], jnp.float32) / scale
+        h1, h2 = _encode_batch(state, x, jnp.asarray(tokens[idx]), model, source, n_runs)
+        keep = min(batch_size, n - start)
+        out1.append(np.asarray(h1[:, :keep]))
+        out2.append(np.asarray(h2[:, :keep]))
+    return np.concatenate(out1, axis=1), np.concatenate(out2, axis=1)
+
+
+def validation_loss(h1: np.ndarray, h2: np.ndarray, batch_size: int, temperature: float):
+    """Mean NT-Xent over consecutive full batches of ``batch_size`` pairs, per run.
+
+    Args:
+      h1, h2: ``(R, n, k)`` encodings (from :func:`encode`); ``n >= batch_size``.
+
+    Returns:
+      ``(R,)`` float.
+    """
+    n_batches = h1.shape[1] // batch_size
+    if n_batches == 0:
+        raise ConfigError(f"validation split: fewer pairs ({h1.shape[1]}) than a batch")
+    cut = n_batches * batch_size
+    split = lambda h: h[:, :cut].reshape(h.shape[0], n_batches, batch_size, -1)  # noqa: E731
+    loss = jax.vmap(jax.vmap(lambda a, b: nt_xent(a, b, temperature)))
+    return np.asarray(loss(split(h1), split(h2))).mean(axis=1)

@@ -1,0 +1,281 @@
+"""The image/text experiment: renderer, captions, vocabulary, dataset layout, loader, a tiny
+training run end to end, and the CLI's handling of bad input."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+import string
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmmcl.cli import main
+from jaxmmcl.imgtxt import dataset, experiment, factors, render, text, train
+
+SIZE = 24
+
+
+def _one(**changes) -> factors.Factors:
+    base = factors.Factors(
+        shape=np.int32(4),
+        xpos=np.int32(1),
+        ypos=np.int32(1),
+        alpharot=np.float32(0.1),
+        betarot=np.float32(0.2),
+        gammarot=np.float32(0.3),
+        hue=np.float32(0.4),
+        spot_pos=np.float32(0.5),
+        spot_color=np.float32(0.6),
+        background=np.float32(0.7),
+        palette=np.int32(0),
+        phrasing=np.int32(0),
+    )
+    return base._replace(**changes)
+
+
+def _image(f: factors.Factors, size: int = SIZE) -> np.ndarray:
+    return np.asarray(render.render_batch(factors.take(f, None), size)[0])
+
+
+def test_sampling_and_rendering_are_deterministic_for_a_key():
+    f1 = factors.sample_factors(jax.random.key(3), 4)
+    f2 = factors.sample_factors(jax.random.key(3), 4)
+    for a, b in zip(f1, f2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    img1, img2 = render.render_batch(f1, SIZE), render.render_batch(f2, SIZE)
+    assert img1.shape == (4, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(img1, img2)
+    assert float(img1.min()) >= 0.0 and float(img1.max()) <= 1.0
+    # The causal hue lies in the third of [0, 1] of the x-position.
+    np.testing.assert_array_equal(np.floor(np.asarray(f1.hue) * 3), np.asarray(f1.xpos))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("shape", 1),
+        ("xpos", 0),
+        ("ypos", 2),
+        ("alpharot", 0.35),
+        ("betarot", 0.4),
+        ("gammarot", 0.6),
+        ("hue", 0.8),
+        ("spot_pos", 0.8),
+        ("spot_color", 0.1),
+        ("background", 0.2),
+    ],
+)
+def test_every_image_factor_changes_the_pixels(field, value):
+    base = _image(_one())
+    changed = _image(_one(**{field: np.asarray(value, getattr(_one(), field).dtype)}))
+    assert np.abs(changed - base).max() > 0.02
+
+
+def test_every_shape_differs_from_every_other():
+    images = [_image(_one(shape=np.int32(s)), 64) for s in range(7)]
+    for i in range(7):
+        for j in range(i):
+            assert np.abs(images[i] - images[j]).max() > 0.1, (i, j)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = ""
+    for literal, field, _, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if field is not None:
+            pattern += f"(?P<{field}>.+?)"
+    return re.compile(pattern + "$")
+
+
+def test_captions_follow_the_templates_and_the_factors():
+    f = factors.sample_factors(jax.random.key(0), 64)
+    caps = text.captions(f)
+    names = factors.color_names()
+    index = np.asarray(factors.color_index(f.hue, f.palette))
+    rgb = np.asarray(factors.hsv_to_rgb(f.hue, 1.0, 1.0))
+    table = factors.palettes()
+    for i, caption in enumerate(caps):
+        match = _template_regex(text.TEMPLATES[int(f.phrasing[i])]).match(caption)
+        assert match, caption
+        assert match["shape"] == text.SHAPE_NAMES[int(f.shape[i])]
+        assert match["xpos"] == text.XPOS_NAMES[int(f.xpos[i])]
+        assert match["ypos"] == text.YPOS_NAMES[int(f.ypos[i])]
+        assert match["color"] == names[index[i]]
+        # The named colour is the nearest entry of the chosen palette.
+        p = int(f.palette[i])
+        dists = np.sum((table.rgb[p] - rgb[i]) ** 2, axis=-1)
+        assert table.index[p, np.argmin(dists)] == index[i]
+    assert set(np.asarray(f.phrasing).tolist()) == set(range(5))
+
+
+def test_vocabulary_and_tokenisation_round_trip(tmp_path):
+    f = factors.sample_factors(jax.random.key(1), 32)
+    caps = text.captions(f)
+    vocab = text.Vocabulary.build(caps)
+    assert vocab.tokens[:3] == ("{pad}", "{eos}", "{unk}")
+    assert vocab.max_length == max(len(text.split_words(c)) for c in caps) + 1
+    ids = vocab.encode(caps)
+    assert ids.shape == (32, vocab.max_length)
+    assert vocab.decode(ids) == [text.split_words(c) for c in caps]
+    vocab.save(tmp_path / "v.json")
+    assert text.Vocabulary.load(tmp_path / "v.json") == vocab
+    assert vocab.decode(vocab.encode(["zebra quagga"])) == [["{unk}", "{unk}"]]
+    # Captions built inside a traced program equal tokenised caption strings.
+    full = text.full_vocabulary()
+    on_device = jax.jit(lambda f: text.caption_tokens(f, full))(f)
+    np.testing.assert_array_equal(np.asarray(on_device), full.encode(caps))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m3di")
+    counts = {"train": 40, "val": 24, "test": 24}
+    dataset.generate(root, counts, image_size=16, seed=5, chunk=16, show_progress=False)
+    return root, counts
+
+
+def test_generated_layout_is_multimodal3dident(tiny_dataset):
+    root, counts = tiny_dataset
+    assert sorted(p.name for p in root.iterdir()) == ["test", "train", "val", "vocab.json"]
+    for split, n in counts.items():
+        folder = root / split
+        names = sorted(p.name for p in (folder / "images").iterdir())
+        assert names == [f"{i:02d}.png" for i in range(n)]
+        lines = (folder / "text" / "text_raw.txt").read_text().splitlines()
+        assert len(lines) == n
+        with (folder / "latents_image.csv").open() as fh:
+            assert tuple(next(csv.reader(fh))) == factors.IMAGE_COLUMNS
+        with (folder / "latents_text.csv").open() as fh:
+            reader = csv.reader(fh)
+            assert tuple(next(reader)) == factors.TEXT_COLUMNS
+            rows = list(reader)
+        for line, row in zip(lines, rows, strict=True):
+            assert f'"{row[4]}"' in line
+            assert text.SHAPE_NAMES[int(row[0])] in line
+
+
+def test_loader_reads_the_generated_layout(tiny_dataset):
+    root, counts = tiny_dataset
+    vocab = dataset.load_vocabulary(root)
+    split = dataset.load_split(root, "val", vocab)
+    assert split.images.shape == (counts["val"], 16, 16, 3) and split.images.dtype == np.uint8
+    assert split.tokens.shape == (counts["val"], vocab.max_length)
+    lat = split.image_latents
+    assert lat["object_shape"].dtype.kind == "i" and lat["object_color"].dtype.kind == "f"
+    assert np.all(lat["object_zpos"] == 0)
+    # The images are the renderer's output for the stored factors.
+    f = factors.Factors(
+        shape=lat["object_shape"].astype(np.int32),
+        xpos=lat["object_xpos"].astype(np.int32),
+        ypos=lat["object_ypos"].astype(np.int32),
+        alpharot=lat["object_alpharot"],
+        betarot=lat["object_betarot"],
+        gammarot=lat["object_gammarot"],
+        hue=lat["object_color"],
+        spot_pos=lat["spotlight_pos"],
+        spot_color=lat["spotlight_color"],
+        background=lat["background_color"],
+        palette=np.zeros(counts["val"], np.int32),
+        phrasing=split.text_latents["text_phrasing"].astype(np.int32),
+    )
+    expected = np.asarray(render.to_uint8(render.render_batch(f, 16)))
+    assert np.abs(expected.astype(int) - split.images.astype(int)).max() <= 1
+    resized = dataset.load_split(root, "test", vocab, image_size=20)
+    assert resized.images.shape == (counts["test"], 20, 20, 3)
+
+
+def test_generate_refuses_existing_splits_and_leaves_no_partial_split(tiny_dataset, tmp_path):
+    root, counts = tiny_dataset
+    with pytest.raises(dataset.ConfigError, match="already exists"):
+        dataset.generate(root, counts, show_progress=False)
+
+    def fail(*_):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dataset._write_split(tmp_path / "train", factors.sample_factors(jax.random.key(0), 4), 4,
+                             16, 2, fail)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rendered_source_draws_images_and_matching_tokens():
+    vocab = text.full_vocabulary()
+    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
+    images, tokens = source.draw(source.arrays, jax.random.key(0), 6)
+    f = factors.sample_factors(jax.random.key(0), 6)
+    np.testing.assert_array_equal(np.asarray(tokens), vocab.encode(text.captions(f)))
+    np.testing.assert_allclose(np.asarray(images), np.asarray(render.render_batch(f, 16)))
+
+
+def test_nt_xent_is_symmetric_and_uses_both_modalities_as_negatives():
+    h1 = jax.random.normal(jax.random.key(0), (5, 3))
+    h2 = jax.random.normal(jax.random.key(1), (5, 3))
+    loss = float(train.nt_xent(h1, h2, 1.0))
+    assert loss == pytest.approx(float(train.nt_xent(h2, h1, 1.0)), rel=1e-6)
+    z = np.concatenate([h1, h2])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    sim = z @ z.T
+    expected = []
+    for i in range(10):
+        others = np.delete(sim[i], i)
+        expected.append(np.log(np.exp(others).sum()) - sim[i, (i + 5) % 10])
+    assert loss == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def test_tiny_training_run_end_to_end(tiny_dataset, tmp_path):
+    root, _ = tiny_dataset
+    scale = dataclasses.replace(
+        experiment.SCALES["cpu"],
+        image_size=16,
+        stage_sizes=(1,),
+        widths=(4,),
+        train=train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2),
+        seeds=(0,),
+        runs_per_program=1,
+        mlp_steps=5,
+    )
+    rows = experiment.reproduce(
+        tmp_path, scale, data=root, encoding_sizes=(1, 3), show_progress=False
+    )
+    n_metrics = 2 * (len(experiment.IMAGE_FACTORS) + len(experiment.TEXT_FACTORS))
+    assert len(rows) == 2 * n_metrics
+    assert all(np.isfinite(r["value"]) for r in rows)
+    for name in ("results.csv", "losses.csv", "imgtxt.md", "figure3_image.png",
+                 "figure3_text.png", "val_loss.png"):  # fmt: skip
+        assert (tmp_path / name).is_file(), name
+    assert "| object_shape (acc_mlp) |" in (tmp_path / "imgtxt.md").read_text()
+
+
+@pytest.mark.parametrize("n_runs", [1, 2])
+def test_over_runs_maps_over_the_leading_axis(n_runs):
+    fn = train.over_runs(lambda x, y: {"sum": x + y, "x": x}, (0, None), n_runs)
+    x = np.arange(n_runs * 3, dtype=np.float32).reshape(n_runs, 3)
+    out = fn(x, np.float32(10.0))
+    np.testing.assert_array_equal(out["sum"], x + 10.0)
+    np.testing.assert_array_equal(out["x"], x)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--n-train", "0"], "--n-train"),
+        (["--n-val", "many"], "--n-val"),
+        (["--size", "8"], "--size"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_data_generate_bad_input_exits_2(bad, message, tmp_path, capsys):
+    args = ["data", "generate", str(tmp_path / "d"), "--n-train", "2", "--n-val", "2"]
+    args += ["--n-test", "2", "--quiet", *bad]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_generate_cli_writes_a_dataset(tmp_path):
+    args = ["data", "generate", str(tmp_path / "d"), "--n-train", "3", "--n-val", "2"]
+    assert main([*args, "--n-test", "2", "--size", "16", "--quiet"]) == 0
+    assert (tmp_path / "d" / "train" / "images" / "0.png").is_file()
