@@ -187,7 +187,7 @@ def worker_jax_single(spec: dict) -> dict:
     import jax.numpy as jnp
 
     from jaxmmcl.config import run_config_from_dict, stack_hyperparams
-    from jaxmmcl.training import _run_chunk, init_run
+    from jaxmmcl.training import init_run, run_chunk
 
     cfg = run_config_from_dict(jax_config(spec["workload"]))
     static = cfg.static
@@ -196,7 +196,7 @@ def worker_jax_single(spec: dict) -> dict:
     steps = spec["steps"]
     simulation, state = init(jnp.asarray(1000), hyper, static)
     t0 = time.perf_counter()
-    chunk = _run_chunk.lower(state, simulation, hyper, static, steps).compile()
+    chunk = run_chunk.lower(state, simulation, hyper, static, steps).compile()
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(chunk(state, simulation, hyper))  # warm-up
     results = []

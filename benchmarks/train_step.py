@@ -39,12 +39,13 @@ def measure(config: dict, runs: int, steps: int, repeats: int) -> dict:
     """Seconds per step of a grid of ``runs`` vmapped runs, ``steps`` steps per timed call."""
     cfg = run_config_from_dict(config)
     static = cfg.static
-    init, chunk = grid_programs(static, runs_mesh())
+    programs = grid_programs(static, runs_mesh(jax.local_devices()[:1]))
     hypers = stack_hyperparams([cfg.hyper] * runs)
     seeds = jnp.arange(runs, dtype=jnp.uint32)
-    simulation, state = init(seeds, hypers)
+    simulation = programs.simulate(seeds, hypers)
+    state = programs.init_state(seeds, hypers)
     t0 = time.perf_counter()
-    compiled = chunk.lower(state, simulation, hypers, steps).compile()
+    compiled = programs.chunk.lower(state, simulation, hypers, steps).compile()
     compile_s = time.perf_counter() - t0
     state, _ = compiled(state, simulation, hypers)  # warm-up
     jax.block_until_ready(state)

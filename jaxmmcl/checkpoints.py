@@ -28,17 +28,12 @@ class GroupCheckpoint:
     """
 
     def __init__(self, directory: str | Path, every_seconds: float):
-        self.directory = Path(directory).absolute()
-        self.every_seconds = every_seconds
+        self._every_seconds = every_seconds
         self._last = time.monotonic()
         self._manager = ocp.CheckpointManager(
-            self.directory,
+            Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
         )
-
-    def latest_step(self) -> int | None:
-        """Optimiser steps of the newest checkpoint, or None if there is none."""
-        return self._manager.latest_step()
 
     def restore(
         self, like: TrainState, history_like: np.ndarray
@@ -70,7 +65,7 @@ class GroupCheckpoint:
 
         Blocks until the checkpoint is complete: the next chunk donates the state's buffers.
         """
-        if not force and time.monotonic() - self._last < self.every_seconds:
+        if not force and time.monotonic() - self._last < self._every_seconds:
             return False
         raw = state.replace(key=jax.random.key_data(state.key))
         item = {"state": raw, "history": np.asarray(history)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -70,9 +71,10 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
-def runs_mesh() -> Mesh:
-    """The mesh over all devices of all processes, with the single axis ``"runs"``."""
-    return Mesh(np.asarray(jax.devices()), (RUNS,))
+def runs_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The mesh with the single axis ``"runs"`` over ``devices`` (default: all devices of all
+    processes)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (RUNS,))
 
 
 def padded_size(runs: int, mesh: Mesh) -> int:

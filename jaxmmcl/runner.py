@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -35,7 +36,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxmmcl.checkpoints import GroupCheckpoint
-from jaxmmcl.config import ConfigError, StaticConfig, stack_hyperparams
+from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
 from jaxmmcl.distributed import is_writer, pad_runs, padded_size, runs_mesh, shard_runs
 from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
 from jaxmmcl.reports import FIXED_COLUMNS, SCORE_COLUMNS, write_atomic, write_csv, write_report
@@ -75,8 +76,6 @@ def device_memory_bytes() -> int:
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"])
-    import os
-
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return host // jax.local_device_count()
 
@@ -191,19 +190,20 @@ def group_rows(
     return rows
 
 
-def evaluate_program(static: StaticConfig, runs, trained: GridResult) -> EvalResult:
-    """Scores a trained program; with several processes each scores a slice of the runs.
+def evaluate_program(
+    static: StaticConfig, seeds: np.ndarray, hypers: HyperArrays, trained: GridResult
+) -> EvalResult:
+    """Scores a trained program of R runs (``seeds`` and stacked ``hypers``, leading axis R).
 
-    Inside a process the runs are sharded over its local devices. The scores are gathered onto
-    every process.
+    With several processes each scores a slice of the runs; inside a process the runs are
+    sharded over its local devices. The scores are gathered onto every process.
     """
-    seeds = np.asarray([run.config.seed for run in runs], np.uint32)
-    hypers = jax.device_get(stack_hyperparams([run.config.hyper for run in runs]))
-    inputs = (seeds, trained.simulation, trained.params, hypers)
+    inputs = (seeds, trained.simulation, trained.params, jax.device_get(hypers))
     count, index = jax.process_count(), jax.process_index()
-    per_process = math.ceil(len(runs) / count)
+    runs = len(seeds)
+    per_process = math.ceil(runs / count)
     mine = jax.tree.map(lambda x: x[index * per_process : (index + 1) * per_process], inputs)
-    local = Mesh(np.asarray(jax.local_devices()), ("runs",))
+    local = runs_mesh(jax.local_devices())
     size = padded_size(max(per_process, 1), local)
     scores = evaluate_grid(static, *shard_runs(pad_runs(mine, size), local))
     arrays = {
@@ -214,7 +214,7 @@ def evaluate_program(static: StaticConfig, runs, trained: GridResult) -> EvalRes
     if count > 1:
         # Every process contributed per_process rows (padded), so the gather is rectangular.
         arrays = multihost_utils.process_allgather(arrays, tiled=True)
-    arrays = {name: np.asarray(value)[: len(runs)] for name, value in arrays.items()}
+    arrays = {name: np.asarray(value)[:runs] for name, value in arrays.items()}
     return dataclasses.replace(scores, **arrays)
 
 
@@ -236,15 +236,15 @@ class SweepProgress:
         self._count = len(programs)
         self._base = 0
         self._runs = 1
-        self._start = time.perf_counter()
-        self._steps_at_start = 0
+        # (steps, time) of the current program's first report: its rate excludes compilation
+        # and any steps restored from a checkpoint.
+        self._first: tuple[int, float] | None = None
 
     def start(self, k: int, program: Program) -> None:
         """Marks the start of the ``k``-th program."""
         self._base = self._bar.n
         self._runs = len(program.runs)
-        self._start = time.perf_counter()
-        self._steps_at_start = 0
+        self._first = None
         self._bar.set_description(f"program {k + 1}/{self._count} ({self._runs} runs)")
         self._bar.set_postfix_str("compiling", refresh=True)
 
@@ -254,12 +254,12 @@ class SweepProgress:
 
     def steps(self, done: int, total: int) -> None:
         """Progress callback of :func:`jaxmmcl.training.train_grid`."""
-        if self._steps_at_start == 0 and self._bar.n == self._base:
-            self._steps_at_start = done
-            self._start = time.perf_counter()
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (done, now)
         self._bar.update(self._base + done * self._runs - self._bar.n)
-        elapsed = time.perf_counter() - self._start
-        rate = (done - self._steps_at_start) / elapsed if elapsed > 0 else 0.0
+        first_done, first_time = self._first
+        rate = (done - first_done) / (now - first_time) if now > first_time else 0.0
         self._bar.set_postfix_str(f"step {done}/{total}, {rate:.1f} steps/s", refresh=True)
 
     def note(self, text: str) -> None:
@@ -383,7 +383,7 @@ def _run_program(
     finally:
         checkpoint.close()
     progress.note("evaluating")
-    scores = evaluate_program(static, runs, trained)
+    scores = evaluate_program(static, seeds, hypers, trained)
     rows = group_rows(sweep, program.group, runs, trained, scores)
     losses = [
         {

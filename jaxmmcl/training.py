@@ -17,7 +17,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -81,17 +81,20 @@ def make_optimizer(learning_rate: jnp.ndarray, train: TrainConfig) -> optax.Grad
     )
 
 
+def init_state(seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig) -> TrainState:
+    """The run's initial encoders and optimiser state, from its training key."""
+    init_key, step_key = jax.random.split(run_keys(seed)[1])
+    params = init_encoders(init_key, static)
+    opt_state = make_optimizer(hyper.learning_rate, static.train).init(params)
+    return TrainState(params, opt_state, step_key, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+
+
 def init_run(
     seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig
 ) -> tuple[Simulation, TrainState]:
-    """Draws the run's simulation and initial encoders."""
-    sim_key, train_key, _ = run_keys(seed)
-    init_key, step_key = jax.random.split(train_key)
-    simulation = init_simulation(sim_key, static.simulation, hyper)
-    params = init_encoders(init_key, static)
-    opt_state = make_optimizer(hyper.learning_rate, static.train).init(params)
-    state = TrainState(params, opt_state, step_key, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    return simulation, state
+    """Draws the run's simulation (from its simulation key) and its initial training state."""
+    simulation = init_simulation(run_keys(seed)[0], static.simulation, hyper)
+    return simulation, init_state(seed, hyper, static)
 
 
 def batch_loss(
@@ -166,12 +169,13 @@ def train_run(
     simulation, state = init_run(jnp.asarray(seed), hyper, static)
     history = []
     for n_steps in chunk_lengths(static.train):
-        state, loss = _run_chunk(state, simulation, hyper, static, n_steps)
+        state, loss = run_chunk(state, simulation, hyper, static, n_steps)
         history.append(loss)
     return simulation, state, jnp.stack(history)
 
 
-_run_chunk = jax.jit(train_chunk, static_argnums=(3, 4))
+run_chunk = jax.jit(train_chunk, static_argnums=(3, 4))
+""":func:`train_chunk` of one unbatched run, jitted (``static`` and ``n_steps`` static)."""
 
 
 def step_flops(static: StaticConfig) -> float:
@@ -208,30 +212,49 @@ def chunk_lengths(train: TrainConfig) -> list[int]:
     return [train.log_every] * full + ([rest] if rest else [])
 
 
-@functools.cache
-def grid_programs(static: StaticConfig, mesh: Mesh) -> tuple[Callable, Callable]:
-    """The jitted programs of a group, vmapped over runs.
+class GridPrograms(NamedTuple):
+    """The jitted programs of a group, vmapped over runs (see :func:`grid_programs`).
 
-    Returns:
-      ``init(seeds, hypers) -> (simulation, state)``, run on one device of this process (the
-      mechanisms' rejection sampler is a data-dependent ``while_loop``, which hangs XLA's CPU
-      runtime when it runs on several devices at once; drawing simulations is cheap), and
-      ``chunk(state, simulation, hypers, n_steps)``, sharded over ``mesh`` with ``shard_map``
-      (the run count a multiple of its size) and donating the state.
+    Attributes:
+      simulate: ``(seeds, hypers) -> simulation``, on one device of this process: the
+        mechanisms' rejection sampler is a data-dependent ``while_loop``, which hangs XLA's CPU
+        runtime when it is partitioned over several devices; simulations are small and cheap.
+      init_state: ``(seeds, hypers) -> TrainState``, sharded over the mesh.
+      chunk: ``(state, simulation, hypers, n_steps) -> (state, mean losses)``, sharded over the
+        mesh, ``n_steps`` static, donating the state.
     """
-    init = jax.jit(jax.vmap(lambda seed, hyper: init_run(seed, hyper, static)))
+
+    simulate: Callable
+    init_state: Callable
+    chunk: Callable
+
+
+@functools.cache
+def grid_programs(static: StaticConfig, mesh: Mesh) -> GridPrograms:
+    """The programs of a group whose run count is a multiple of ``mesh``'s size.
+
+    The sharded programs are ``shard_map`` over the mesh's ``runs`` axis: each device trains
+    its own block of runs, so no run ever waits on another device and no collective is needed.
+    """
     runs = PartitionSpec(RUNS)
+
+    def per_device(fn):
+        return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=runs, out_specs=runs)
+
+    def simulate(seed, hyper):
+        return init_simulation(run_keys(seed)[0], static.simulation, hyper)
 
     def chunk(state, simulation, hyper, n_steps):
         def one(state, simulation, hyper):
             return train_chunk(state, simulation, hyper, static, n_steps)
 
-        # shard_map gives each device its own block of runs: no run ever waits on another
-        # device and no collective is needed.
-        sharded = jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=runs, out_specs=runs)
-        return sharded(state, simulation, hyper)
+        return per_device(one)(state, simulation, hyper)
 
-    return init, jax.jit(chunk, static_argnums=3, donate_argnums=0)
+    return GridPrograms(
+        simulate=jax.jit(jax.vmap(simulate)),
+        init_state=jax.jit(per_device(lambda seed, hyper: init_state(seed, hyper, static))),
+        chunk=jax.jit(chunk, static_argnums=3, donate_argnums=0),
+    )
 
 
 @dataclass
@@ -245,7 +268,6 @@ class GridResult:
       diverged: ``(R,)`` bool.
       compile_seconds: time spent compiling the group's programs.
       train_seconds: time spent training (excluding compilation).
-      resumed_step: optimiser steps restored from a checkpoint (0 for a fresh start).
     """
 
     simulation: Simulation
@@ -254,7 +276,6 @@ class GridResult:
     diverged: np.ndarray
     compile_seconds: float
     train_seconds: float
-    resumed_step: int = 0
 
     @property
     def final_loss(self) -> np.ndarray:
@@ -304,16 +325,18 @@ def train_grid(
     runs = seeds.shape[0]
     size = padded_size(runs, mesh)
     seeds, hypers = pad_runs((seeds, jax.device_get(hypers)), size)
-    init, chunk = grid_programs(static, mesh)
+    programs = grid_programs(static, mesh)
     lengths = chunk_lengths(static.train)
     total = static.train.steps
 
     t0 = time.perf_counter()
     with jax.default_device(jax.local_devices()[0]):
-        simulation, state = init(seeds, hypers)
-        state = state.replace(key=jax.random.key_data(state.key))
-    simulation, state, hypers_dev = shard_runs(jax.device_get((simulation, state, hypers)), mesh)
-    state = state.replace(key=jax.random.wrap_key_data(state.key))
+        simulation = programs.simulate(seeds, hypers)
+    simulation, seeds_dev, hypers_dev = shard_runs(
+        (jax.device_get(simulation), seeds, hypers), mesh
+    )
+    state = programs.init_state(seeds_dev, hypers_dev)
+    jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - t0
     history = np.full((size, len(lengths)), np.nan, np.float32)
     done = 0
@@ -323,21 +346,22 @@ def train_grid(
         done = int(to_host(state.step)[0])
         if progress is not None:
             progress(done, total)
-    resumed_step = done
     executables = {}
     train_seconds = 0.0
-    for c, n_steps in enumerate(lengths):
-        if sum(lengths[: c + 1]) <= done:
+    for c, (n_steps, end) in enumerate(zip(lengths, itertools.accumulate(lengths), strict=True)):
+        if end <= done:
             continue
         if n_steps not in executables:
             t0 = time.perf_counter()
-            executables[n_steps] = chunk.lower(state, simulation, hypers_dev, n_steps).compile()
+            executables[n_steps] = programs.chunk.lower(
+                state, simulation, hypers_dev, n_steps
+            ).compile()
             compile_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         state, loss = executables[n_steps](state, simulation, hypers_dev)
         history[:, c] = to_host(loss)
         train_seconds += time.perf_counter() - t0
-        done += n_steps
+        done = end
         if checkpoint is not None:
             checkpoint.maybe_save(done, state, history, force=done == total)
         if progress is not None:
@@ -351,5 +375,4 @@ def train_grid(
         diverged=np.asarray(diverged[:runs]),
         compile_seconds=compile_seconds,
         train_seconds=train_seconds,
-        resumed_step=resumed_step,
     )

@@ -186,9 +186,6 @@ def test_evaluate_grid_scores_discrete_and_permuted_content(discrete_interventio
             rows_perm, counts_perm = np.unique(c_perm, axis=0, return_counts=True)
             np.testing.assert_array_equal(rows, rows_perm)
             np.testing.assert_array_equal(counts, counts_perm)
-    without = evaluate_grid(static, seeds, trained.simulation, trained.params)
-    assert np.isnan(without.val_loss).all()
-    np.testing.assert_array_equal(without.acc_linear, scores.acc_linear)
 
 
 def test_validation_loss_is_the_mean_training_loss_on_eval_derived_keys(discrete_intervention_grid):

@@ -24,15 +24,18 @@ SEEDS = [3, 1, 4, 1]
 
 
 def test_run_i_of_a_vmapped_grid_equals_the_run_alone():
-    grid = train_grid(STATIC, jnp.asarray(SEEDS), stack_hyperparams(HYPERS))
-    scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.params)
+    hypers = stack_hyperparams(HYPERS)
+    grid = train_grid(STATIC, jnp.asarray(SEEDS), hypers)
+    scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.params, hypers)
     for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS, strict=True)):
-        alone = train_grid(STATIC, jnp.asarray([seed]), stack_hyperparams([hyper]))
+        one_hyper = stack_hyperparams([hyper])
+        alone = train_grid(STATIC, jnp.asarray([seed]), one_hyper)
         np.testing.assert_allclose(grid.loss_history[i], alone.loss_history[0], rtol=1e-4)
         for a, b in zip(jax.tree.leaves(grid.params), jax.tree.leaves(alone.params), strict=True):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-4, atol=1e-5)
-        one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.params)
+        one = evaluate_grid(STATIC, jnp.asarray([seed]), alone.simulation, alone.params, one_hyper)
         np.testing.assert_allclose(scores.r2_linear[i], one.r2_linear[0], atol=1e-4)
+        np.testing.assert_allclose(scores.val_loss[i], one.val_loss[0], rtol=1e-4)
 
 
 def test_runs_with_equal_seeds_share_the_simulation_but_not_other_seeds():

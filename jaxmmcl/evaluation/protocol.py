@@ -279,8 +279,7 @@ class EvalResult:
       acc_linear: ``(R, 2, n_blocks)`` logistic-regression accuracy of the blocks named by
         :func:`discrete_factors`; NaN for continuous blocks.
       acc_nonlinear: ``(R, 2, n_blocks)`` MLP-classifier accuracy, likewise.
-      val_loss: ``(R,)`` validation loss (module docstring); NaN when no hyperparameters were
-        given to :func:`evaluate_grid`.
+      val_loss: ``(R,)`` validation loss (module docstring).
     """
 
     factors: tuple[str, ...]
@@ -296,7 +295,7 @@ def evaluate_grid(
     seeds: jnp.ndarray,
     simulation: Simulation,
     params: dict,
-    hypers: HyperArrays | None = None,
+    hypers: HyperArrays,
 ) -> EvalResult:
     """Scores R trained runs of one group.
 
@@ -304,8 +303,7 @@ def evaluate_grid(
       static: the group's static config.
       seeds: ``(R,)`` the runs' seeds (their evaluation keys derive from them).
       simulation, params: the runs' simulations and encoder parameters, stacked (leading R).
-      hypers: the runs' stacked hyperparameters; only the validation loss needs them (for the
-        temperature), and without them it is NaN.
+      hypers: the runs' stacked hyperparameters (the validation loss needs the temperature).
     """
     programs = _programs(static)
     seeds = jnp.asarray(seeds, jnp.uint32)
@@ -320,10 +318,7 @@ def evaluate_grid(
         acc_nonlinear = np.asarray(programs.mlp_classifier(seeds, samples))
     else:
         acc_linear = acc_nonlinear = np.full(r2_linear.shape, np.nan, np.float32)
-    if hypers is None:
-        val_loss = np.full(seeds.shape, np.nan, np.float32)
-    else:
-        val_loss = np.asarray(programs.validation(seeds, simulation, params, hypers))
+    val_loss = np.asarray(programs.validation(seeds, simulation, params, hypers))
     return EvalResult(factors(static), r2_linear, r2_nonlinear, acc_linear, acc_nonlinear, val_loss)
 
 
