@@ -11,9 +11,12 @@ Training workloads (multimodal: f1 != f2, one encoder per modality, p_change 0.7
 * ``cpu``: the CPU scale of ``sweeps/table1.yaml`` (n_c = n_s = n_m = 2, widths
   32-128-128-128-128-32, batch 256, lr 2e-3 cosine) for R runs, R in ``--runs`` (1, 4, 16).
   PyTorch and jaxmmcl-single train the R runs one after another; jaxmmcl-grid trains them as
-  one ``jit(vmap(...))`` program. Each run trains ``--steps`` steps per repeat. PyTorch uses
-  whichever of 1 thread and its default (2) is faster at the time: on a loaded machine two
-  threads can be several times slower on these small ops.
+  one ``jit(vmap(...))`` program on one device; "as the CLI runs it" is what ``jaxmmcl run``
+  does on this host: one XLA CPU device per core (``JAX_NUM_CPU_DEVICES``), the runs sharded
+  over them and computed one after another on each (``jaxmmcl.training.runs_at_once``). Each
+  run trains ``--steps`` steps per repeat. PyTorch uses whichever of 1 thread and its default
+  (2) is faster at the time: on a loaded machine two threads can be several times slower on
+  these small ops.
 * ``b1024`` and ``paper``: the paper's model (d = 15, widths 150-750) at batch 1024 and at the
   paper's batch 6144, a few single steps (``--paper-steps``) of one run; the grid way trains
   ``--paper-grid`` runs at once.
@@ -221,7 +224,13 @@ def worker_jax_grid(spec: dict) -> dict:
 
     results = []
     for runs in spec["runs"]:
-        r = measure(jax_config(spec["workload"]), runs, spec["steps"], spec["repeats"])
+        r = measure(
+            jax_config(spec["workload"]),
+            runs,
+            spec["steps"],
+            spec["repeats"],
+            all_devices=spec.get("all_devices", False),
+        )
         rate = {"median": runs / r["s_per_step"], "min": runs / r["max"], "max": runs / r["min"]}
         results.append({"runs": runs, "rate": rate, "compile_s": r["compile_s"]})
     return {"results": results}
@@ -384,11 +393,14 @@ WORKERS = {
 }
 
 
-def run_worker(kind: str, spec: dict) -> dict:
-    """Runs one worker in a child process; returns its figures (plus its peak RSS)."""
+def run_worker(kind: str, spec: dict, env: dict | None = None) -> dict:
+    """Runs one worker in a child process (``env`` added to its environment); returns its
+    figures (plus its peak RSS)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--spec", json.dumps(spec)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise RuntimeError(f"worker {kind} {spec} failed with exit status {proc.returncode}")
@@ -490,6 +502,12 @@ def main() -> None:
             "jax-single": run_worker("jax-single", spec),
             "jax-grid": run_worker("jax-grid", spec | {"runs": grid_runs}),
         }
+        if workload == "cpu":
+            # What `jaxmmcl run` does on this host: one CPU device per core, runs mapped.
+            cores = str(len(os.sched_getaffinity(0)))
+            ways["jax-cli"] = run_worker(
+                "jax-grid", spec | {"all_devices": True}, env={"JAX_NUM_CPU_DEVICES": cores}
+            )
         for i, r in enumerate(runs):
             base = ways["torch"]["results"][i]["rate"]["median"]
             for kind, result in ways.items():
@@ -498,6 +516,7 @@ def main() -> None:
                     "torch": "PyTorch, run after run",
                     "jax-single": "jaxmmcl, run by run",
                     "jax-grid": f"jaxmmcl, grid of {one['runs']}",
+                    "jax-cli": f"jaxmmcl, grid of {one['runs']} as the CLI runs it",
                 }[kind]
                 rows.append(
                     {

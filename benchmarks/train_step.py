@@ -14,12 +14,11 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams
-from jaxmmcl.distributed import runs_mesh
-from jaxmmcl.training import grid_programs, step_flops
+from jaxmmcl.distributed import pad_runs, padded_size, runs_mesh, shard_runs
+from jaxmmcl.training import grid_programs, runs_at_once, step_flops
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
@@ -35,14 +34,34 @@ def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / np.median(times) / 1e9
 
 
-def measure(config: dict, runs: int, steps: int, repeats: int) -> dict:
-    """Seconds per step of a grid of ``runs`` vmapped runs, ``steps`` steps per timed call."""
+def measure(
+    config: dict,
+    runs: int,
+    steps: int,
+    repeats: int,
+    *,
+    all_devices: bool = False,
+) -> dict:
+    """Seconds per step of a grid of ``runs`` runs, ``steps`` steps per timed call.
+
+    By default the grid is one vmapped program on one device. ``all_devices=True`` measures
+    what the CLI does: the runs sharded over every device (at most one device per run; padded to
+    a multiple of the device count) and computed as :func:`jaxmmcl.training.runs_at_once` says
+    (one at a time on CPU devices).
+    """
     cfg = run_config_from_dict(config)
     static = cfg.static
-    programs = grid_programs(static, runs_mesh(jax.local_devices()[:1]))
-    hypers = stack_hyperparams([cfg.hyper] * runs)
-    seeds = jnp.arange(runs, dtype=jnp.uint32)
-    simulation = programs.simulate(seeds, hypers)
+    # As train_grid does: never more devices than runs.
+    mesh = runs_mesh(jax.local_devices()[: runs if all_devices else 1])
+    at_once = runs_at_once(mesh) if all_devices else None
+    programs = grid_programs(static, mesh, at_once)
+    size = padded_size(runs, mesh)
+    seeds, hypers = pad_runs(
+        (np.arange(runs, dtype=np.uint32), jax.device_get(stack_hyperparams([cfg.hyper] * runs))),
+        size,
+    )
+    simulation = jax.device_get(programs.simulate(seeds, hypers))
+    simulation, seeds, hypers = shard_runs((simulation, seeds, hypers), mesh)
     state = programs.init_state(seeds, hypers)
     t0 = time.perf_counter()
     compiled = programs.chunk.lower(state, simulation, hypers, steps).compile()

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(sweep_path: Path, out: Path, args: argparse.Namespace) -> None:
-    from jaxmmcl.distributed import initialize, is_writer, runs_mesh
+    from jaxmmcl.distributed import initialize, is_writer, runs_mesh, use_cpu_cores
     from jaxmmcl.runner import describe_plan, plan_sweep, run_sweep
     from jaxmmcl.sweeps import load_sweep, parse_overrides
 
@@ -106,6 +106,7 @@ def _run(sweep_path: Path, out: Path, args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-runs: expected an integer >= 1, got {args.max_runs}")
     if args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every: expected seconds >= 0, got {args.checkpoint_every}")
+    use_cpu_cores()  # before anything initialises JAX's backends
     sweep = load_sweep(sweep_path, scale=args.scale, overrides=parse_overrides(args.overrides))
     initialize(args.distributed)
     if args.dry_run:

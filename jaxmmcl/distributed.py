@@ -66,6 +66,30 @@ def initialize(coordinator: str | None = None) -> None:
     )
 
 
+def use_cpu_cores() -> int | None:
+    """Gives JAX's CPU backend one device per available core, unless the user chose a count.
+
+    A sweep's runs are sharded over devices; on a CPU host one device per core lets each core
+    train its own runs, which is faster than one device whose small per-run matrix products
+    are split over the cores (``benchmarks/RESULTS.md``). Must run before JAX initialises its
+    backends; ``JAX_NUM_CPU_DEVICES`` or ``--xla_force_host_platform_device_count`` in
+    ``XLA_FLAGS`` take precedence. Accelerator hosts are unaffected: their default devices are
+    the accelerators. Returns the count set, or None when the user's setting stands or JAX is
+    already running (a notebook that called JAX first keeps its devices).
+    """
+    if "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in (
+        os.environ.get("XLA_FLAGS", "")
+    ):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # the backends are initialised already
+        return None
+    return cores
+
+
 def is_writer() -> bool:
     """Whether this process writes the result files (process 0)."""
     return jax.process_index() == 0

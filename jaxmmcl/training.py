@@ -3,8 +3,11 @@
 A run is determined by ``(seed, hyper, static)``. Its key splits into a simulation key, a
 training key and an evaluation key (:func:`run_keys`), so the run's result never depends on
 which other runs it is trained with. :func:`train_grid` trains the runs of one group (equal
-static config) as ``jit(vmap(...))`` programs in chunks of ``train.log_every`` steps, which is
-where progress is reported and the loss is recorded.
+static config) as one jitted program sharded over devices, in chunks of ``train.log_every``
+steps, which is where progress is reported and the loss is recorded. Each device computes its
+runs either all at once (``vmap``, right for accelerators) or a few at a time (``lax.map``,
+right for CPU devices, where a vmapped matrix product of small per-run matrices is slower than
+the same products one after another); see :func:`runs_at_once`.
 
 A run whose loss or gradient becomes non-finite is marked diverged; from then on its parameters
 stay frozen at their last finite value, so the rest of its grid is unaffected.
@@ -212,8 +215,18 @@ def chunk_lengths(train: TrainConfig) -> list[int]:
     return [train.log_every] * full + ([rest] if rest else [])
 
 
+def runs_at_once(mesh: Mesh) -> int | None:
+    """How many runs each device of ``mesh`` computes as one vmapped batch by default.
+
+    None (all of its runs) on accelerators, which need the batch to fill them; 1 on CPU devices,
+    where each run's products are already as large as the CPU's matrix kernels use well, and
+    stacking runs only adds batched-product overhead (measured in ``benchmarks/RESULTS.md``).
+    """
+    return 1 if mesh.devices.flat[0].platform == "cpu" else None
+
+
 class GridPrograms(NamedTuple):
-    """The jitted programs of a group, vmapped over runs (see :func:`grid_programs`).
+    """The jitted programs of a group, over runs (see :func:`grid_programs`).
 
     Attributes:
       simulate: ``(seeds, hypers) -> simulation``, on one device of this process: the
@@ -230,16 +243,27 @@ class GridPrograms(NamedTuple):
 
 
 @functools.cache
-def grid_programs(static: StaticConfig, mesh: Mesh) -> GridPrograms:
+def grid_programs(static: StaticConfig, mesh: Mesh, at_once: int | None = None) -> GridPrograms:
     """The programs of a group whose run count is a multiple of ``mesh``'s size.
 
     The sharded programs are ``shard_map`` over the mesh's ``runs`` axis: each device trains
     its own block of runs, so no run ever waits on another device and no collective is needed.
+    Within a device the training chunk is vmapped over all of its runs (``at_once=None``) or
+    ``lax.map``-ped over them, ``at_once`` runs vmapped together per map step.
     """
     runs = PartitionSpec(RUNS)
 
     def per_device(fn):
         return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=runs, out_specs=runs)
+
+    def per_device_chunk(fn):
+        if at_once is None:
+            return per_device(fn)
+
+        def mapped(*args):
+            return jax.lax.map(lambda a: fn(*a), args, batch_size=at_once if at_once > 1 else None)
+
+        return jax.shard_map(mapped, mesh=mesh, in_specs=runs, out_specs=runs)
 
     def simulate(seed, hyper):
         return init_simulation(run_keys(seed)[0], static.simulation, hyper)
@@ -248,7 +272,7 @@ def grid_programs(static: StaticConfig, mesh: Mesh) -> GridPrograms:
         def one(state, simulation, hyper):
             return train_chunk(state, simulation, hyper, static, n_steps)
 
-        return per_device(one)(state, simulation, hyper)
+        return per_device_chunk(one)(state, simulation, hyper)
 
     return GridPrograms(
         simulate=jax.jit(jax.vmap(simulate)),
@@ -306,11 +330,13 @@ def train_grid(
     *,
     mesh: Mesh | None = None,
     checkpoint: Checkpoint | None = None,
+    at_once: int | str | None = "auto",
 ) -> GridResult:
-    """Trains R runs that share ``static`` as one vmapped program, sharded over devices.
+    """Trains R runs that share ``static`` as one program, sharded over devices.
 
     The run axis is split over ``mesh`` (default: every device of every process), padded to a
-    multiple of its size; the padded runs are dropped from the result.
+    multiple of its size; the padded runs are dropped from the result. In a single process, a
+    group of fewer runs than devices uses only its first R devices.
 
     Args:
       static: the group's static config.
@@ -319,13 +345,22 @@ def train_grid(
       progress: called as ``progress(steps_done, steps_total)`` after each chunk.
       mesh: a one-axis device mesh (see :func:`jaxmmcl.distributed.runs_mesh`).
       checkpoint: where to resume from and save to; None trains from scratch, unsaved.
+      at_once: runs each device computes as one vmapped batch (None: all of them); "auto"
+        is :func:`runs_at_once`. Results do not depend on it beyond float rounding.
     """
     mesh = mesh if mesh is not None else runs_mesh()
+    runs = len(seeds)
+    if jax.process_count() == 1 and runs < mesh.size:
+        # Fewer runs than devices: padding would only repeat work on the idle devices.
+        mesh = runs_mesh(list(mesh.devices.flat[:runs]))
+    if at_once == "auto":
+        at_once = runs_at_once(mesh)
+    elif at_once is not None and (not isinstance(at_once, int) or at_once < 1):
+        raise ValueError(f"at_once: expected None, 'auto' or an integer >= 1, got {at_once!r}")
     seeds = np.asarray(seeds, np.uint32)
-    runs = seeds.shape[0]
     size = padded_size(runs, mesh)
     seeds, hypers = pad_runs((seeds, jax.device_get(hypers)), size)
-    programs = grid_programs(static, mesh)
+    programs = grid_programs(static, mesh, at_once)
     lengths = chunk_lengths(static.train)
     total = static.train.steps
 

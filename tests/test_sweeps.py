@@ -3,6 +3,7 @@ killed sweeps resume to identical results, several processes write one results f
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -198,6 +199,25 @@ def test_four_devices_give_the_results_of_one(tmp_path):
     assert main(["run", str(path), "--out", str(tmp_path / "one"), "--quiet"]) == 0
     # Different per-device batch shapes round differently: equal up to float32 rounding.
     _assert_same_results(tmp_path / "four", tmp_path / "one", rtol=1e-4, atol=1e-5)
+
+
+def test_the_cli_gives_jax_one_cpu_device_per_core_unless_told_otherwise():
+    probe = (
+        "import jax; from jaxmmcl.distributed import use_cpu_cores; n = use_cpu_cores(); "
+        "print(n, len(jax.devices()))"
+    )
+    cores = len(os.sched_getaffinity(0))
+    run = functools.partial(
+        subprocess.run, [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert run(env=_env()).stdout.split() == [str(cores), str(cores)]
+    assert run(env=_env(JAX_NUM_CPU_DEVICES="3")).stdout.split() == ["None", "3"]
+    # Once JAX runs, the count stands (no error).
+    late = "import jax; jax.numpy.ones(1); " + probe
+    out = subprocess.run(
+        [sys.executable, "-c", late], env=_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["None", "1"]
 
 
 def _free_port() -> int:

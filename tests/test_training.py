@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import TINY
 
 from jaxmmcl.config import Hyperparams, run_config_from_dict, stack_hyperparams
@@ -23,9 +24,12 @@ HYPERS = [
 SEEDS = [3, 1, 4, 1]
 
 
-def test_run_i_of_a_vmapped_grid_equals_the_run_alone():
+@pytest.mark.parametrize("at_once", ["auto", None, 3])
+def test_run_i_of_a_vmapped_grid_equals_the_run_alone(at_once):
+    # auto on CPU: lax.map, one run at a time; None: all 4 runs vmapped; 3: a vmapped batch of 3
+    # and a remainder of 1.
     hypers = stack_hyperparams(HYPERS)
-    grid = train_grid(STATIC, jnp.asarray(SEEDS), hypers)
+    grid = train_grid(STATIC, jnp.asarray(SEEDS), hypers, at_once=at_once)
     scores = evaluate_grid(STATIC, jnp.asarray(SEEDS), grid.simulation, grid.params, hypers)
     for i, (seed, hyper) in enumerate(zip(SEEDS, HYPERS, strict=True)):
         one_hyper = stack_hyperparams([hyper])
@@ -46,7 +50,7 @@ def test_runs_with_equal_seeds_share_the_simulation_but_not_other_seeds():
 
 
 def test_a_diverged_run_is_marked_and_does_not_spoil_the_others():
-    hypers = [Hyperparams(learning_rate=1e-3), Hyperparams(learning_rate=1e-3, temperature=1e-30)]
+    hypers = [Hyperparams(learning_rate=1e-3), Hyperparams(learning_rate=1e-3, temperature=1e-38)]
     grid = train_grid(STATIC, jnp.asarray([0, 0]), stack_hyperparams(hypers))
     assert grid.diverged.tolist() == [False, True]
     assert np.isnan(grid.final_loss[1]) and np.isfinite(grid.final_loss[0])
@@ -65,6 +69,11 @@ def test_training_lowers_the_loss():
     )
     first, last = grid.loss_history[0]
     assert last < first - 0.1
+
+
+def test_at_once_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match=r"at_once: .* got 0"):
+        train_grid(STATIC, jnp.asarray([0]), stack_hyperparams(HYPERS[:1]), at_once=0)
 
 
 def test_cosine_schedule_with_warmup():
