@@ -86,10 +86,10 @@ SCALES = {
         small_stem=True,
         # Temperature 0.1 rather than the paper's 1: with cosine similarities in [-1, 1], a
         # temperature of 1 bounds the logits so tightly that 1,500 steps learn only the
-        # positions; 0.1 also learns part of the shape (measured in the README).
+        # positions; 0.1 also learns the shape (measured in the README).
         train=TrainConfig(
             batch_size=64,
-            steps=1500,
+            steps=2000,
             learning_rate=1e-3,
             schedule="cosine",
             temperature=0.1,

@@ -7,7 +7,7 @@ It stands in for the Blender scenes of Multimodal3DIdent. Every image factor cha
 * x/y position: the object's centre is the centre of one of 3 x 3 cells;
 * alpharot: in-plane rotation by a full turn over [0, 1];
 * betarot: rotation about the object's vertical axis, seen as foreshortening of its width by
-  ``|cos(pi * beta)|`` (down to 0.3 of the width);
+  ``|cos(pi * beta)|`` (down to 0.6 of the width, so that every shape stays recognisable);
 * gammarot: tilt towards the viewer, seen as a shading gradient across the object whose
   direction turns with gamma;
 * object hue: the object's colour at full saturation and value;
@@ -97,7 +97,7 @@ def render(f: Factors, size: int) -> jnp.ndarray:
     points = jnp.stack(jnp.meshgrid(coords, coords, indexing="xy"), axis=-1)
     centre = (jnp.stack([f.xpos, f.ypos]).astype(jnp.float32) - 1.0) * (2.0 / 3.0)
     local = (points - centre) @ _rotation(2 * jnp.pi * f.alpharot) / OBJECT_RADIUS
-    width = 0.3 + 0.7 * jnp.abs(jnp.cos(jnp.pi * f.betarot))
+    width = 0.6 + 0.4 * jnp.abs(jnp.cos(jnp.pi * f.betarot))
     shape_coords = local / jnp.array([width, 1.0])
     distance = jax.lax.switch(f.shape, SHAPES, shape_coords)
     pixel = OBJECT_RADIUS * size / 2.0
