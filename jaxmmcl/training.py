@@ -219,8 +219,10 @@ def runs_at_once(mesh: Mesh) -> int | None:
     """How many runs each device of ``mesh`` computes as one vmapped batch by default.
 
     None (all of its runs) on accelerators, which need the batch to fill them; 1 on CPU devices,
-    where each run's products are already as large as the CPU's matrix kernels use well, and
-    stacking runs only adds batched-product overhead (measured in ``benchmarks/RESULTS.md``).
+    where stacking runs does not make the matrix products any larger (XLA:CPU computes a vmapped
+    product as one product per run), and one device per core (see
+    :func:`jaxmmcl.distributed.use_cpu_cores`) already keeps every core busy: mapped runs were
+    1.2-1.5x faster there (``benchmarks/RESULTS.md``).
     """
     return 1 if mesh.devices.flat[0].platform == "cpu" else None
 
