@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams
-from jaxmmcl.distributed import pad_runs, padded_size, runs_mesh, shard_runs
+from jaxmmcl.distributed import mesh_for_runs, pad_runs, padded_size, runs_mesh, shard_runs
 from jaxmmcl.training import grid_programs, runs_at_once, step_flops
 
 
@@ -51,8 +51,7 @@ def measure(
     """
     cfg = run_config_from_dict(config)
     static = cfg.static
-    # As train_grid does: never more devices than runs.
-    mesh = runs_mesh(jax.local_devices()[: runs if all_devices else 1])
+    mesh = mesh_for_runs(runs, runs_mesh() if all_devices else runs_mesh(jax.local_devices()[:1]))
     at_once = runs_at_once(mesh) if all_devices else None
     programs = grid_programs(static, mesh, at_once)
     size = padded_size(runs, mesh)

@@ -101,6 +101,15 @@ def runs_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (RUNS,))
 
 
+def mesh_for_runs(runs: int, mesh: Mesh) -> Mesh:
+    """``mesh``, or in a single process with fewer ``runs`` than devices, its first ``runs``
+    devices: padding would only repeat work on the idle ones. (Several processes keep the whole
+    mesh: each must own a shard.)"""
+    if jax.process_count() == 1 and runs < mesh.size:
+        return runs_mesh(list(mesh.devices.flat[:runs]))
+    return mesh
+
+
 def padded_size(runs: int, mesh: Mesh) -> int:
     """``runs`` rounded up to a multiple of the mesh's device count."""
     return math.ceil(runs / mesh.size) * mesh.size

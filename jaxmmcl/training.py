@@ -31,7 +31,15 @@ from jax.sharding import Mesh, PartitionSpec
 from jax.typing import ArrayLike
 
 from jaxmmcl.config import HyperArrays, StaticConfig, TrainConfig
-from jaxmmcl.distributed import RUNS, pad_runs, padded_size, runs_mesh, shard_runs, to_host
+from jaxmmcl.distributed import (
+    RUNS,
+    mesh_for_runs,
+    pad_runs,
+    padded_size,
+    runs_mesh,
+    shard_runs,
+    to_host,
+)
 from jaxmmcl.encoders import encode, init_encoders
 from jaxmmcl.losses import symmetric_info_nce
 from jaxmmcl.simulation import Simulation, init_simulation, sample_pairs
@@ -350,11 +358,8 @@ def train_grid(
       at_once: runs each device computes as one vmapped batch (None: all of them); "auto"
         is :func:`runs_at_once`. Results do not depend on it beyond float rounding.
     """
-    mesh = mesh if mesh is not None else runs_mesh()
     runs = len(seeds)
-    if jax.process_count() == 1 and runs < mesh.size:
-        # Fewer runs than devices: padding would only repeat work on the idle devices.
-        mesh = runs_mesh(list(mesh.devices.flat[:runs]))
+    mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh())
     if at_once == "auto":
         at_once = runs_at_once(mesh)
     elif at_once is not None and (not isinstance(at_once, int) or at_once < 1):
