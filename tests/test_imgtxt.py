@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import re
 import string
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from jaxmmcl.cli import main
+from jaxmmcl.config import ConfigError
 from jaxmmcl.imgtxt import dataset, experiment, factors, render, text, train
 
 SIZE = 24
@@ -249,6 +253,49 @@ def test_tiny_training_run_end_to_end(tiny_dataset, tmp_path):
     assert "| object_shape (acc_mlp) |" in (tmp_path / "imgtxt.md").read_text()
 
 
+# Trains groups (seed 0, size 2) and (seeds 1 and 2, sizes 3 and 1) at once on two devices, then
+# each group alone on the default device, and prints the largest difference of the results.
+_TWO_DEVICES = """
+import jax, numpy as np
+from jaxmmcl.imgtxt import text, train
+vocab = text.full_vocabulary()
+source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
+model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
+cfg = train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2)
+groups = [(np.array([0]), np.array([2])), (np.array([1, 2]), np.array([3, 1]))]
+together = train.train_groups(groups, model, cfg, source)
+devices = [{d.id for d in s.size.devices()} for s, _ in together]
+alone = [train.train_runs(*g, model, cfg, source) for g in groups]
+diff = max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    for x, y in zip(together, alone)
+    for a, b in zip(jax.tree.leaves((x[0].params, x[0].batch_stats, x[1])),
+                    jax.tree.leaves((y[0].params, y[0].batch_stats, y[1])))
+)
+print(len(jax.devices()), devices, diff)
+"""
+
+
+def test_groups_trained_at_once_on_two_devices_equal_each_group_alone():
+    env = os.environ | {"JAX_NUM_CPU_DEVICES": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True, text=True, check=True
+    )
+    placement, diff = out.stdout.strip().rsplit(maxsplit=1)
+    assert placement == "2 [{0}, {1}]"
+    assert float(diff) == 0.0
+
+
+def test_train_groups_needs_a_device_per_group():
+    vocab = text.full_vocabulary()
+    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
+    model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
+    cfg = train.TrainConfig(batch_size=8, steps=1, learning_rate=1e-3, log_every=1)
+    group = (np.array([0]), np.array([1]))
+    with pytest.raises(ConfigError, match="3 groups for 1 devices"):
+        train.train_groups([group] * 3, model, cfg, source, devices=jax.devices()[:1])
+
+
 @pytest.mark.parametrize("n_runs", [1, 2])
 def test_over_runs_maps_over_the_leading_axis(n_runs):
     fn = train.over_runs(lambda x, y: {"sum": x + y, "x": x}, (0, None), n_runs)
@@ -279,3 +326,28 @@ def test_data_generate_cli_writes_a_dataset(tmp_path):
     args = ["data", "generate", str(tmp_path / "d"), "--n-train", "3", "--n-val", "2"]
     assert main([*args, "--n-test", "2", "--size", "16", "--quiet"]) == 0
     assert (tmp_path / "d" / "train" / "images" / "0.png").is_file()
+
+
+def test_a_diverged_run_is_named_and_left_out_of_the_table():
+    rows = [
+        {"encoding_size": 4, "seed": seed, "modality": "image", "factor": "object_shape",
+         "metric": "acc_mlp", "value": value}
+        for seed, value in ((0, 0.9), (1, float("nan")), (2, 0.7))
+    ]  # fmt: skip
+    losses = [
+        {"encoding_size": 4, "seed": seed, "val_loss": loss, "train_loss": loss, "status": status}
+        for seed, loss, status in ((0, 1.0, "ok"), (1, float("nan"), "diverged"), (2, 2.0, "ok"))
+    ]
+    table = experiment.markdown_table(rows, losses, 1.0)
+    assert "| object_shape (acc_mlp) | 0.80 ± 0.10 |" in table
+    assert "| NT-Xent (val) | 1.50 ± 0.50 |" in table
+    assert "**Diverged** (non-finite training loss; left out above): k=4 seed 1." in table
+
+
+def test_training_refuses_an_encoding_size_the_model_lacks():
+    vocab = text.full_vocabulary()
+    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
+    model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
+    cfg = train.TrainConfig(batch_size=8, steps=1, learning_rate=1e-3, log_every=1)
+    with pytest.raises(ConfigError, match="encoding size 4: expected 1 to 3"):
+        train.train_runs(np.array([0, 1]), np.array([2, 4]), model, cfg, source)

@@ -5,9 +5,11 @@ Output folder:
 
 * ``results.csv`` -- one row per encoding size x seed x modality x factor x metric
   (``encoding_size, seed, modality, factor, metric, value``);
-* ``losses.csv`` -- per run: ``encoding_size, seed, val_loss, train_loss`` (last chunk);
+* ``losses.csv`` -- per run: ``encoding_size, seed, val_loss, train_loss`` (last chunk),
+  ``status`` (``ok``, or ``diverged`` when a training loss was not finite);
 * ``imgtxt.md`` -- the table: per modality and factor, the nonlinear score (MLP accuracy or
-  kernel ridge R^2) against encoding size (mean ± std over seeds), and the validation loss;
+  kernel ridge R^2) against encoding size (mean ± std over the seeds that did not diverge),
+  the validation loss, and the diverged runs if any;
 * ``figure3_image.png``, ``figure3_text.png`` -- every factor's scores against encoding size;
   ``val_loss.png`` -- validation loss against encoding size.
 """
@@ -35,7 +37,7 @@ from jaxmmcl.imgtxt.train import (
     array_source,
     encode,
     rendered_source,
-    train_runs,
+    train_groups,
     validation_loss,
 )
 
@@ -57,7 +59,8 @@ class Scale:
       n_train: pairs of a training split rendered once into memory; ``None`` renders fresh
         batches inside every training step (without ``--data``).
       n_val, n_test: pairs of the rendered validation and test splits (without ``--data``).
-      runs_per_program: runs trained together as one vmapped program.
+      runs_per_program: runs trained together as one vmapped program; such groups train
+        concurrently, one per local device (:func:`~jaxmmcl.imgtxt.train.train_groups`).
       mlp_steps: steps of the MLP classifier of the evaluation.
     """
 
@@ -75,6 +78,18 @@ class Scale:
     runs_per_program: int
     mlp_steps: int
 
+    def model(self, vocab_size: int) -> ModelConfig:
+        """The scale's encoders, with outputs for the sweep's largest encoding size."""
+        return ModelConfig(
+            max(ENCODING_SIZES),
+            vocab_size,
+            self.stage_sizes,
+            self.widths,
+            self.embedding_size,
+            self.text_channels,
+            self.small_stem,
+        )
+
 
 SCALES = {
     "cpu": Scale(
@@ -89,7 +104,7 @@ SCALES = {
         # positions; 0.1 also learns the shape (measured in the README).
         train=TrainConfig(
             batch_size=64,
-            steps=2000,
+            steps=2800,
             learning_rate=1e-3,
             schedule="cosine",
             temperature=0.1,
@@ -199,61 +214,67 @@ def reproduce(
     bad = [k for k in encoding_sizes if not 1 <= k <= max(ENCODING_SIZES)]
     if bad or not encoding_sizes:
         raise ConfigError(f"encoding sizes: expected integers in [1, 12], got {encoding_sizes!r}")
-    model = ModelConfig(
-        max(ENCODING_SIZES),
-        vocab.size,
-        scale.stage_sizes,
-        scale.widths,
-        scale.embedding_size,
-        scale.text_channels,
-        scale.small_stem,
-    )
+    model = scale.model(vocab.size)
     runs = [(size, seed) for seed in scale.seeds for size in encoding_sizes]
+    groups = [
+        runs[i : i + scale.runs_per_program] for i in range(0, len(runs), scale.runs_per_program)
+    ]
+    devices = jax.local_devices()
     rows, losses = [], []
     total = len(runs) * scale.train.steps
     with tqdm(total=total, unit="step", disable=not show_progress) as bar:
-        for start in range(0, len(runs), scale.runs_per_program):
-            group = runs[start : start + scale.runs_per_program]
-            sizes = np.array([s for s, _ in group])
-            seeds = np.array([s for _, s in group])
-            state, history = train_runs(seeds, sizes, model, scale.train, source, bar.update)
-            h_val = encode(state, val[0], val[1], model, source)
-            h_test = encode(state, test[0], test[1], model, source)
-            val_loss = validation_loss(*h_val, scale.train.batch_size, scale.train.temperature)
-            key = jax.random.key(0)
-            for modality, m, factors in (("image", 0, IMAGE_FACTORS), ("text", 1, TEXT_FACTORS)):
-                latents_fit, latents_test = val[2 + m], test[2 + m]
-                scores = score_factors(
-                    h_val[m], h_test[m], latents_fit, latents_test, factors,
-                    key=key, mlp_steps=scale.mlp_steps,
-                )  # fmt: skip
-                for (factor, metric), values in scores.items():
-                    for r, (size, seed) in enumerate(group):
-                        rows.append(
-                            {
-                                "encoding_size": int(size),
-                                "seed": int(seed),
-                                "modality": modality,
-                                "factor": factor,
-                                "metric": metric,
-                                "value": float(values[r]),
-                            }
-                        )
-            for r, (size, seed) in enumerate(group):
-                losses.append(
-                    {
-                        "encoding_size": int(size),
-                        "seed": int(seed),
-                        "val_loss": float(val_loss[r]),
-                        "train_loss": float(history[r, -1]),
-                    }
+        for start in range(0, len(groups), len(devices)):
+            wave = groups[start : start + len(devices)]
+            jobs = [(np.array([seed for _, seed in g]), np.array([k for k, _ in g])) for g in wave]
+            trained = train_groups(jobs, model, scale.train, source, bar.update, devices)
+            for group, (state, history) in zip(wave, trained, strict=True):
+                group_rows, group_losses = _evaluate(
+                    group, state, history, model, source, val, test, scale
                 )
+                rows += group_rows
+                losses += group_losses
             _write_csv(out / "results.csv", rows)
             _write_csv(out / "losses.csv", losses)
     minutes = (time.perf_counter() - t_start) / 60
     (out / "imgtxt.md").write_text(markdown_table(rows, losses, minutes))
     write_figures(out, rows, losses)
     return rows
+
+
+def _evaluate(group, state, history, model, source, val, test, scale: Scale):
+    """Rows of ``results.csv`` and ``losses.csv`` for one trained group of (size, seed) runs."""
+    h_val = encode(state, val[0], val[1], model, source)
+    h_test = encode(state, test[0], test[1], model, source)
+    val_loss = validation_loss(*h_val, scale.train.batch_size, scale.train.temperature)
+    rows = []
+    for modality, m, factors in (("image", 0, IMAGE_FACTORS), ("text", 1, TEXT_FACTORS)):
+        scores = score_factors(
+            h_val[m], h_test[m], val[2 + m], test[2 + m], factors,
+            key=jax.random.key(0), mlp_steps=scale.mlp_steps,
+        )  # fmt: skip
+        for (factor, metric), values in scores.items():
+            for r, (size, seed) in enumerate(group):
+                rows.append(
+                    {
+                        "encoding_size": int(size),
+                        "seed": int(seed),
+                        "modality": modality,
+                        "factor": factor,
+                        "metric": metric,
+                        "value": float(values[r]),
+                    }
+                )
+    losses = [
+        {
+            "encoding_size": int(size),
+            "seed": int(seed),
+            "val_loss": float(val_loss[r]),
+            "train_loss": float(history[r, -1]),
+            "status": "ok" if np.isfinite(history[r]).all() else "diverged",
+        }
+        for r, (size, seed) in enumerate(group)
+    ]
+    return rows, losses
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -288,6 +309,9 @@ def markdown_table(rows: list[dict], losses: list[dict], minutes: float) -> str:
     """The Markdown report: nonlinear scores per factor against encoding size, per modality."""
     sizes = sorted({int(r["encoding_size"]) for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
+    diverged = [(int(r["encoding_size"]), int(r["seed"])) for r in losses if r["status"] != "ok"]
+    rows = [r for r in rows if (int(r["encoding_size"]), int(r["seed"])) not in diverged]
+    losses = [r for r in losses if r["status"] == "ok"]
     head = "| factor (score) | " + " | ".join(f"k={s}" for s in sizes) + " |"
     rule = "|---|" + "---|" * len(sizes)
     lines = [
@@ -310,6 +334,9 @@ def markdown_table(rows: list[dict], losses: list[dict], minutes: float) -> str:
         by_size.setdefault(int(row["encoding_size"]), []).append(float(row["val_loss"]))
     cells = [_cell(np.asarray(by_size[s])) if s in by_size else "" for s in sizes]
     lines.append("| NT-Xent (val) | " + " | ".join(cells) + " |")
+    if diverged:
+        runs = ", ".join(f"k={size} seed {seed}" for size, seed in diverged)
+        lines += ["", f"**Diverged** (non-finite training loss; left out above): {runs}."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@ It stands in for the Blender scenes of Multimodal3DIdent. Every image factor cha
 * x/y position: the object's centre is the centre of one of 3 x 3 cells;
 * alpharot: in-plane rotation by a full turn over [0, 1];
 * betarot: rotation about the object's vertical axis, seen as foreshortening of its width by
-  ``|cos(pi * beta)|`` (down to 0.6 of the width, so that every shape stays recognisable);
+  ``|cos(pi * beta)|`` (down to :data:`MIN_WIDTH` of the width, so that every shape stays
+  recognisable, as the meshes of the real dataset do from every angle);
 * gammarot: tilt towards the viewer, seen as a shading gradient across the object whose
   direction turns with gamma;
 * object hue: the object's colour at full saturation and value;
@@ -31,6 +32,10 @@ from jaxmmcl.imgtxt.factors import Factors, hsv_to_rgb
 
 # Object radius in scene units (the scene spans [-1, 1]^2; a cell is 2/3 wide).
 OBJECT_RADIUS = 0.3
+# The narrowest width betarot's foreshortening leaves of a shape (at beta = 0.5). At 0.3, 0.6
+# squashed shapes merged in 64 x 64 images: trained image encodings confused the disk with the
+# square and the cross with the star mostly at beta near 0.5 (README, image/text experiment).
+MIN_WIDTH = 0.75
 
 
 def _box(p, half_x, half_y):
@@ -97,7 +102,7 @@ def render(f: Factors, size: int) -> jnp.ndarray:
     points = jnp.stack(jnp.meshgrid(coords, coords, indexing="xy"), axis=-1)
     centre = (jnp.stack([f.xpos, f.ypos]).astype(jnp.float32) - 1.0) * (2.0 / 3.0)
     local = (points - centre) @ _rotation(2 * jnp.pi * f.alpharot) / OBJECT_RADIUS
-    width = 0.6 + 0.4 * jnp.abs(jnp.cos(jnp.pi * f.betarot))
+    width = MIN_WIDTH + (1.0 - MIN_WIDTH) * jnp.abs(jnp.cos(jnp.pi * f.betarot))
     shape_coords = local / jnp.array([width, 1.0])
     distance = jax.lax.switch(f.shape, SHAPES, shape_coords)
     pixel = OBJECT_RADIUS * size / 2.0
