@@ -17,8 +17,8 @@ import jax
 import numpy as np
 
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams
-from jaxmmcl.distributed import mesh_for_runs, pad_runs, padded_size, runs_mesh, shard_runs
-from jaxmmcl.training import grid_programs, runs_at_once, step_flops
+from jaxmmcl.distributed import runs_mesh
+from jaxmmcl.training import setup_grid, step_flops
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
@@ -51,17 +51,13 @@ def measure(
     """
     cfg = run_config_from_dict(config)
     static = cfg.static
-    mesh = mesh_for_runs(runs, runs_mesh() if all_devices else runs_mesh(jax.local_devices()[:1]))
-    at_once = runs_at_once(mesh) if all_devices else None
-    programs = grid_programs(static, mesh, at_once)
-    size = padded_size(runs, mesh)
-    seeds, hypers = pad_runs(
-        (np.arange(runs, dtype=np.uint32), jax.device_get(stack_hyperparams([cfg.hyper] * runs))),
-        size,
+    programs, simulation, hypers, state = setup_grid(
+        static,
+        np.arange(runs),
+        stack_hyperparams([cfg.hyper] * runs),
+        mesh=runs_mesh() if all_devices else runs_mesh(jax.local_devices()[:1]),
+        at_once="auto" if all_devices else None,
     )
-    simulation = jax.device_get(programs.simulate(seeds, hypers))
-    simulation, seeds, hypers = shard_runs((simulation, seeds, hypers), mesh)
-    state = programs.init_state(seeds, hypers)
     t0 = time.perf_counter()
     compiled = programs.chunk.lower(state, simulation, hypers, steps).compile()
     compile_s = time.perf_counter() - t0

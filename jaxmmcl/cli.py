@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(sweep_path: Path, out: Path, args: argparse.Namespace) -> None:
-    from jaxmmcl.distributed import initialize, is_writer, runs_mesh, use_cpu_cores
+    from jaxmmcl.distributed import initialize, is_writer, runs_mesh
     from jaxmmcl.runner import describe_plan, plan_sweep, run_sweep
     from jaxmmcl.sweeps import load_sweep, parse_overrides
 
@@ -106,7 +106,6 @@ def _run(sweep_path: Path, out: Path, args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-runs: expected an integer >= 1, got {args.max_runs}")
     if args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every: expected seconds >= 0, got {args.checkpoint_every}")
-    use_cpu_cores()  # before anything initialises JAX's backends
     sweep = load_sweep(sweep_path, scale=args.scale, overrides=parse_overrides(args.overrides))
     initialize(args.distributed)
     if args.dry_run:
@@ -162,8 +161,11 @@ def _enable_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxmmcl`` console script; returns the exit status."""
+    from jaxmmcl.distributed import use_cpu_cores
+
     args = _parser().parse_args(argv)
     _enable_compilation_cache()
+    use_cpu_cores()  # before anything initialises JAX's backends
     try:
         if args.command == "run":
             _run(Path(args.sweep), Path(args.out), args)

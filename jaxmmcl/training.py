@@ -332,6 +332,60 @@ class Checkpoint(Protocol):
     ) -> bool: ...
 
 
+class GridSetup(NamedTuple):
+    """A group ready to train (see :func:`setup_grid`); run axes padded and sharded.
+
+    Attributes:
+      programs: the group's programs on the chosen mesh.
+      simulation: the runs' simulations.
+      hypers: the runs' hyperparameters.
+      state: the runs' initial training states.
+    """
+
+    programs: GridPrograms
+    simulation: Simulation
+    hypers: HyperArrays
+    state: TrainState
+
+
+def setup_grid(
+    static: StaticConfig,
+    seeds: ArrayLike,
+    hypers: HyperArrays,
+    *,
+    mesh: Mesh | None = None,
+    at_once: int | str | None = "auto",
+) -> GridSetup:
+    """Programs, simulations and initial states of R runs that share ``static``.
+
+    The mesh (default: every device of every process) shrinks to R devices for a smaller
+    single-process group (:func:`jaxmmcl.distributed.mesh_for_runs`); the runs are padded to a
+    multiple of its size by repeating the first. Simulations are drawn on one local device and
+    then sharded, so they never depend on the device count.
+
+    Args:
+      static: the group's static config.
+      seeds: ``(R,)`` integer seeds.
+      hypers: stacked hyperparameters, leading axis R.
+      mesh: a one-axis device mesh (see :func:`jaxmmcl.distributed.runs_mesh`).
+      at_once: runs each device computes as one vmapped batch (None: all of them); "auto"
+        is :func:`runs_at_once`.
+    """
+    runs = len(seeds)
+    mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh())
+    if at_once == "auto":
+        at_once = runs_at_once(mesh)
+    elif at_once is not None and (not isinstance(at_once, int) or at_once < 1):
+        raise ValueError(f"at_once: expected None, 'auto' or an integer >= 1, got {at_once!r}")
+    programs = grid_programs(static, mesh, at_once)
+    seeds = np.asarray(seeds, np.uint32)
+    seeds, hypers = pad_runs((seeds, jax.device_get(hypers)), padded_size(runs, mesh))
+    with jax.default_device(jax.local_devices()[0]):
+        simulation = programs.simulate(seeds, hypers)
+    simulation, seeds, hypers = shard_runs((jax.device_get(simulation), seeds, hypers), mesh)
+    return GridSetup(programs, simulation, hypers, programs.init_state(seeds, hypers))
+
+
 def train_grid(
     static: StaticConfig,
     seeds: ArrayLike,
@@ -359,28 +413,15 @@ def train_grid(
         is :func:`runs_at_once`. Results do not depend on it beyond float rounding.
     """
     runs = len(seeds)
-    mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh())
-    if at_once == "auto":
-        at_once = runs_at_once(mesh)
-    elif at_once is not None and (not isinstance(at_once, int) or at_once < 1):
-        raise ValueError(f"at_once: expected None, 'auto' or an integer >= 1, got {at_once!r}")
-    seeds = np.asarray(seeds, np.uint32)
-    size = padded_size(runs, mesh)
-    seeds, hypers = pad_runs((seeds, jax.device_get(hypers)), size)
-    programs = grid_programs(static, mesh, at_once)
     lengths = chunk_lengths(static.train)
     total = static.train.steps
-
     t0 = time.perf_counter()
-    with jax.default_device(jax.local_devices()[0]):
-        simulation = programs.simulate(seeds, hypers)
-    simulation, seeds_dev, hypers_dev = shard_runs(
-        (jax.device_get(simulation), seeds, hypers), mesh
+    programs, simulation, hypers_dev, state = setup_grid(
+        static, seeds, hypers, mesh=mesh, at_once=at_once
     )
-    state = programs.init_state(seeds_dev, hypers_dev)
     jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - t0
-    history = np.full((size, len(lengths)), np.nan, np.float32)
+    history = np.full((state.step.shape[0], len(lengths)), np.nan, np.float32)
     done = 0
     restored = checkpoint.restore(state, history) if checkpoint is not None else None
     if restored is not None:

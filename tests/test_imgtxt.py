@@ -276,6 +276,14 @@ print(len(jax.devices()), devices, diff)
 """
 
 
+def _tiny_training() -> tuple[train.BatchSource, train.ModelConfig, train.TrainConfig]:
+    """Rendered 16 x 16 batches, a one-stage ResNet and a one-step run of encoding size <= 3."""
+    vocab = text.full_vocabulary()
+    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
+    model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
+    return source, model, train.TrainConfig(batch_size=8, steps=1, learning_rate=1e-3, log_every=1)
+
+
 def test_groups_trained_at_once_on_two_devices_equal_each_group_alone():
     env = os.environ | {"JAX_NUM_CPU_DEVICES": "2"}
     out = subprocess.run(
@@ -287,10 +295,7 @@ def test_groups_trained_at_once_on_two_devices_equal_each_group_alone():
 
 
 def test_train_groups_needs_a_device_per_group():
-    vocab = text.full_vocabulary()
-    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
-    model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
-    cfg = train.TrainConfig(batch_size=8, steps=1, learning_rate=1e-3, log_every=1)
+    source, model, cfg = _tiny_training()
     group = (np.array([0]), np.array([1]))
     with pytest.raises(ConfigError, match="3 groups for 1 devices"):
         train.train_groups([group] * 3, model, cfg, source, devices=jax.devices()[:1])
@@ -345,9 +350,6 @@ def test_a_diverged_run_is_named_and_left_out_of_the_table():
 
 
 def test_training_refuses_an_encoding_size_the_model_lacks():
-    vocab = text.full_vocabulary()
-    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
-    model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
-    cfg = train.TrainConfig(batch_size=8, steps=1, learning_rate=1e-3, log_every=1)
+    source, model, cfg = _tiny_training()
     with pytest.raises(ConfigError, match="encoding size 4: expected 1 to 3"):
         train.train_runs(np.array([0, 1]), np.array([2, 4]), model, cfg, source)

@@ -61,10 +61,7 @@ def run_data(args: argparse.Namespace) -> None:
 def run_reproduce(args: argparse.Namespace) -> None:
     """Carries out ``jaxmmcl reproduce imgtxt`` (``args``: ``scale``, ``out``, ``data``,
     ``quiet``)."""
-    from jaxmmcl.distributed import use_cpu_cores
     from jaxmmcl.imgtxt.experiment import SCALES, reproduce
-
-    use_cpu_cores()  # before anything initialises JAX's backends
 
     scale = args.scale or "cpu"
     if scale not in SCALES:
