@@ -39,7 +39,6 @@ class TorchSimulation:
 
     factor_c: torch.Tensor
     factor_s: torch.Tensor
-    factor_eps: torch.Tensor
     factor_m1: torch.Tensor
     factor_m2: torch.Tensor
     b: torch.Tensor
@@ -93,7 +92,6 @@ def init_simulation(
     return TorchSimulation(
         factor_c=factor(n_c),
         factor_s=factor(n_s),
-        factor_eps=factor(n_s),
         factor_m1=factor(n_m),
         factor_m2=factor(n_m),
         b=causal_strength * torch.randn(n_s, n_c, generator=gen),
@@ -114,7 +112,6 @@ def simulation_from_jax(simulation) -> TorchSimulation:
     return TorchSimulation(
         factor_c=t(lat.factor_c),
         factor_s=t(lat.factor_s),
-        factor_eps=t(lat.factor_eps),
         factor_m1=t(lat.factor_m1),
         factor_m2=t(lat.factor_m2),
         b=t(lat.b),
@@ -146,7 +143,7 @@ def sample_pairs(
     c = gaussian(sim.factor_c)
     s = gaussian(sim.factor_s) + c @ sim.b.T + sim.a
     mask = (torch.rand(s.shape, generator=gen) < sim.p_change).to(s.dtype)
-    s_tilde = s + mask * gaussian(sim.factor_eps)
+    s_tilde = s + mask * gaussian(sim.factor_s)
     z1 = torch.cat([c, s, gaussian(sim.factor_m1)], dim=1)
     z2 = torch.cat([c, s_tilde, gaussian(sim.factor_m2)], dim=1)
     return mix(sim.mixing1, z1), mix(sim.mixing2, z2)

@@ -68,6 +68,20 @@ def test_statistical_dependence_uses_the_wishart_covariance():
     )
 
 
+def test_statistical_style_perturbation_has_the_style_covariance():
+    # p_change = 1: s_tilde - s = eps. Its covariance is the style block's (the paper's code
+    # draws both from one Wishart random state), so no style direction is nearly invariant.
+    params, lat = draw(statistical=True, p_change=1.0)
+    factor = np.asarray(params.factor_s)
+    cov = factor @ factor.T
+    eps = np.asarray(lat.s_tilde - lat.s)
+    np.testing.assert_allclose(np.cov(eps.T), cov, atol=0.05 * np.abs(cov).max())
+    # Every style direction changes by as much variance as it has (no causal term here).
+    s = np.asarray(lat.s)
+    for v in np.linalg.eigh(cov)[1].T:
+        assert abs(np.var(eps @ v) / np.var(s @ v) - 1.0) < 0.06
+
+
 def test_empty_modality_specific_blocks_work():
     sim = SimulationConfig(n_c=2, n_s=2, n_m=0)
     simulation = init_simulation(jax.random.key(0), sim, hyper())
