@@ -21,12 +21,17 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxmmcl.config import ConfigError
 
 RUNS = "runs"
+# Processes may drift apart by a whole program's compilation and run (uneven hosts, shared
+# cores); a process that dies is reported by the coordination service's heartbeat instead.
+BARRIER_TIMEOUT_S = 3600
+_barriers = 0
 
 
 def initialize(coordinator: str | None = None) -> None:
@@ -142,8 +147,28 @@ def shard_runs(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(put, tree)
 
 
+def barrier(name: str) -> None:
+    """Blocks until every process has reached the barrier ``name``; a no-op in one process.
+
+    Every process must pass the same barriers in the same order. The wait goes through JAX's
+    coordination service, whose barriers take a timeout (:data:`BARRIER_TIMEOUT_S`), rather than
+    through a CPU collective: the collectives backend (Gloo) gives a peer only 30 s to join,
+    which a process that is still compiling or sharing its core can miss. JAX's public API
+    exposes no such barrier; its own array serialisation uses this client the same way.
+    """
+    if jax.process_count() == 1:
+        return
+    global _barriers
+    _barriers += 1
+    # Barrier ids must be unique within a job; every process counts the same barriers.
+    jax_distributed.global_state.client.wait_at_barrier(
+        f"jaxmmcl/{_barriers}/{name}", timeout_in_ms=BARRIER_TIMEOUT_S * 1000
+    )
+
+
 def to_host(tree: Any) -> Any:
     """Gathers (possibly multi-process) arrays into numpy arrays on every process."""
     if jax.process_count() > 1:
+        barrier("gather")
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)

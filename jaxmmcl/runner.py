@@ -31,13 +31,20 @@ from typing import Any
 import jax
 import numpy as np
 import yaml
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxmmcl.checkpoints import GroupCheckpoint
 from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
-from jaxmmcl.distributed import is_writer, pad_runs, padded_size, runs_mesh, shard_runs
+from jaxmmcl.distributed import (
+    barrier,
+    is_writer,
+    pad_runs,
+    padded_size,
+    runs_mesh,
+    shard_runs,
+    to_host,
+)
 from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
 from jaxmmcl.reports import FIXED_COLUMNS, SCORE_COLUMNS, write_atomic, write_csv, write_report
 from jaxmmcl.sweeps import Run, Sweep
@@ -213,7 +220,7 @@ def evaluate_program(
     }
     if count > 1:
         # Every process contributed per_process rows (padded), so the gather is rectangular.
-        arrays = multihost_utils.process_allgather(arrays, tiled=True)
+        arrays = to_host(arrays)
     arrays = {name: np.asarray(value)[:runs] for name, value in arrays.items()}
     return dataclasses.replace(scores, **arrays)
 
@@ -271,11 +278,9 @@ class SweepProgress:
 
 
 def _check_folder(out: Path, sweep: Sweep, resume: bool, force: bool) -> None:
+    """Raises ConfigError when ``out`` may not take ``sweep``; reads, never writes."""
     saved = out / "config.yaml"
-    if not saved.exists():
-        return
-    if force:
-        shutil.rmtree(out / "state", ignore_errors=True)
+    if force or not saved.exists():
         return
     if not resume:
         raise ConfigError(
@@ -326,15 +331,19 @@ def run_sweep(
     out = Path(out_dir)
     mesh = mesh if mesh is not None else runs_mesh()
     _check_folder(out, sweep, resume, force)
+    # Every process checks the folder before any writes to it: a process that looked after
+    # process 0 had written config.yaml would take the new sweep for an old one.
+    barrier("folder checked")
     writer = is_writer()
     state_dir = out / "state"
     if writer:
+        if force:
+            shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
+    barrier("folder written")
     programs = plan_sweep(sweep, mesh, max_runs)
     finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("jaxmmcl: plan")
     progress = SweepProgress(programs, show_progress and writer)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from jaxmmcl import runner
 from jaxmmcl.cli import SWEEPS_DIR, main
 from jaxmmcl.config import ConfigError
 from jaxmmcl.reports import load_results
@@ -224,6 +225,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
+
+
+def test_no_process_writes_the_folder_before_every_process_has_checked_it(tmp_path, monkeypatch):
+    # A peer that checked the folder after process 0 wrote config.yaml refused to run (the
+    # two-process test's failure on a loaded machine). Record what a peer would see.
+    out = tmp_path / "out"
+    seen = []
+    monkeypatch.setattr(
+        runner, "barrier", lambda name: seen.append((name, (out / "config.yaml").exists()))
+    )
+    run_sweep(load_sweep(SMALL | {"axes": {"seed": [0]}}), out, show_progress=False)
+    assert seen == [("folder checked", False), ("folder written", True)]
 
 
 def test_two_processes_write_one_results_file(tmp_path):
