@@ -78,10 +78,15 @@ def init_simulation(
     gen = torch.Generator().manual_seed(seed)
     dim = n_c + n_s + n_m
 
+    factors: dict[int, torch.Tensor] = {}
+
     def factor(size):
-        if statistical:
-            return torch.randn(size, size, generator=gen).T.contiguous()
-        return torch.eye(size)
+        # Blocks of one size share one Wishart draw, as in the paper's code (and jaxmmcl).
+        if not statistical:
+            return torch.eye(size)
+        if size not in factors:
+            factors[size] = torch.randn(size, size, generator=gen).T.contiguous()
+        return factors[size]
 
     threshold = condition_threshold(dim)
     mixings = [

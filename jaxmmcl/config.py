@@ -235,7 +235,8 @@ class Hyperparams:
 
     Attributes:
       p_change: probability that each style component of each sample is perturbed.
-      statistical: draw each block's covariance from a Wishart distribution instead of I.
+      statistical: draw each block's covariance from a Wishart distribution instead of I
+        (one draw per block size, shared by the blocks of that size; see :mod:`jaxmmcl.latents`).
       causal_strength: multiplier on B in the content-dependent style s = s0 + strength*B c + a;
         0 switches the causal dependence off (a is then dropped too).
       learning_rate: Adam step size.

@@ -68,6 +68,25 @@ def test_statistical_dependence_uses_the_wishart_covariance():
     )
 
 
+def test_statistical_blocks_of_one_size_share_their_covariance_and_stay_uncorrelated():
+    # As in the paper's code, which seeds every block's Wishart draw alike.
+    sim = SimulationConfig(n_c=3, n_s=3, n_m=3)
+    params, lat = draw(sim=sim, statistical=True)
+    for name in ("factor_s", "factor_m1", "factor_m2"):
+        np.testing.assert_array_equal(getattr(params, name), params.factor_c)
+    blocks = [np.asarray(b) for b in (lat.c, lat.s, lat.m1, lat.m2)]
+    cov = np.asarray(params.factor_c) @ np.asarray(params.factor_c).T
+    scale = np.sqrt(np.diag(cov))
+    for i, a in enumerate(blocks):
+        for b in blocks[i + 1 :]:
+            cross = (a - a.mean(0)).T @ (b - b.mean(0)) / len(a)
+            assert np.abs(cross / np.outer(scale, scale)).max() < 0.05
+    # Blocks of different sizes still get a covariance each (SIM: n_c 3, n_s 4, n_m 2).
+    params, _ = draw(statistical=True)
+    assert params.factor_s.shape == (4, 4) and params.factor_m1.shape == (2, 2)
+    np.testing.assert_array_equal(params.factor_m1, params.factor_m2)
+
+
 def test_statistical_style_perturbation_has_the_style_covariance():
     # p_change = 1: s_tilde - s = eps. Its covariance is the style block's (the paper's code
     # draws both from one Wishart random state), so no style direction is nearly invariant.
