@@ -218,9 +218,8 @@ def evaluate_program(
         for f in dataclasses.fields(scores)
         if f.name != "factors"
     }
-    if count > 1:
-        # Every process contributed per_process rows (padded), so the gather is rectangular.
-        arrays = to_host(arrays)
+    # Every process contributed per_process rows (padded), so the gather is rectangular.
+    arrays = to_host(arrays)
     arrays = {name: np.asarray(value)[:runs] for name, value in arrays.items()}
     return dataclasses.replace(scores, **arrays)
 
