@@ -114,12 +114,15 @@ def init_latent_params(key: jax.Array, sim: SimulationConfig, hyper: HyperArrays
     """
     k_cov, kb, ka = jax.random.split(key, 3)
     causal = hyper.causal_strength != 0
+    # One draw per block size, shared by the blocks of that size (module docstring).
+    factor = {
+        n: _covariance_factor(k_cov, n, hyper.statistical) for n in {sim.n_c, sim.n_s, sim.n_m}
+    }
     return LatentParams(
-        # One key for every block: blocks of one size share their covariance (module docstring).
-        factor_c=_covariance_factor(k_cov, sim.n_c, hyper.statistical),
-        factor_s=_covariance_factor(k_cov, sim.n_s, hyper.statistical),
-        factor_m1=_covariance_factor(k_cov, sim.n_m, hyper.statistical),
-        factor_m2=_covariance_factor(k_cov, sim.n_m, hyper.statistical),
+        factor_c=factor[sim.n_c],
+        factor_s=factor[sim.n_s],
+        factor_m1=factor[sim.n_m],
+        factor_m2=factor[sim.n_m],
         b=hyper.causal_strength * jax.random.normal(kb, (sim.n_s, sim.n_c)),
         a=jnp.where(causal, jax.random.normal(ka, (sim.n_s,)), 0.0),
         p_change=hyper.p_change,
