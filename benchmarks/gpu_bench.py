@@ -11,10 +11,15 @@ Measures on the default JAX device:
 * the paper-size training step (batch 6144, d = 15, widths 150-750) for grids of 1, 8 and 30
   vmapped runs (``--runs``): s/step, run-steps/s, GFLOP/s and the fraction of both float32
   peaks, compile time;
+* what that rate means for Table 1 at the paper's size (30 runs x 300,000 steps);
+* the CPU scale's multimodal Table 1 group (15 runs, d = 6, widths 32-128, batch 256) as one
+  vmapped program, in run-steps/s (the 2-core CPU: 167);
 * the paper-size evaluation: cross-validated kernel ridge at n_fit = n_test = 20,480 for
   ``--eval-encodings`` encodings (1 by default; 2 is one model's h1 and h2) x 5 blocks of 5.
 
-Prints a Markdown block ready to paste into RESULTS.md (and writes it to ``--out``).
+Prints a Markdown block ready to paste into RESULTS.md and rewrites ``--out`` with it after
+every part, so a run cut short keeps what it measured. A part that fails prints its error and
+the others still run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -37,6 +43,14 @@ from train_step import matmul_peak, measure  # noqa: E402
 
 from jaxmmcl.config import run_config_from_dict  # noqa: E402
 from jaxmmcl.training import step_flops  # noqa: E402
+
+TABLE1_RUNS, TABLE1_STEPS = 30, 300_000
+# Table 1's CPU scale (sweeps/table1.yaml), multimodal mechanism.
+CPU_SCALE_MULTIMODAL = {
+    "simulation": {"n_c": 2, "n_s": 2, "n_m": 2, "shared_mixing": False},
+    "model": {"widths": [32, 128, 128, 128, 128, 32]},
+    "train": {"batch_size": 256, "learning_rate": 2e-3, "schedule": "cosine", "steps": 6000},
+}
 
 
 def peak_memory_gib() -> float | None:
@@ -81,6 +95,21 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
+    def save() -> None:
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    def part(name: str, measure_part) -> None:
+        """Runs one part; a failure is reported in the block and the next part still runs."""
+        try:
+            measure_part()
+        except Exception as error:  # the other parts are worth keeping
+            traceback.print_exc()
+            emit(f"{name}: FAILED with {type(error).__name__}: {error}".splitlines()[0])
+            emit()
+        save()
+
     started = time.perf_counter()
     device = jax.devices()[0]
     emit(f"### GPU ({time.strftime('%Y-%m-%d', time.gmtime())}): {device.device_kind}")
@@ -91,45 +120,70 @@ def main() -> None:
         f"{platform.node() or platform.machine()}, {os.cpu_count()} CPUs."
     )
     emit()
+    peaks = {"tf32": float("nan"), "f32": float("nan")}
 
-    peak_tf32 = matmul_peak(n_mm)
-    with jax.default_matmul_precision("highest"):
-        peak_f32 = matmul_peak(n_mm)
-    with jax.enable_x64(True):
-        peak_f64 = matmul_peak(n_mm, repeats=3)
-    emit(f"Dense matmul peak measured here ({n_mm}^3, median of 5):")
-    emit()
-    emit("| precision | GFLOP/s |")
-    emit("| --- | --- |")
-    emit(f"| float32, default precision (TF32 on NVIDIA) | {peak_tf32:.0f} |")
-    emit(f"| float32, 'highest' precision | {peak_f32:.0f} |")
-    emit(f"| float64 | {peak_f64:.0f} |")
-    emit()
+    def matmul_peaks() -> None:
+        peaks["tf32"] = matmul_peak(n_mm)
+        with jax.default_matmul_precision("highest"):
+            peaks["f32"] = matmul_peak(n_mm)
+        with jax.enable_x64(True):
+            peak_f64 = matmul_peak(n_mm, repeats=3)
+        emit(f"Dense matmul peak measured here ({n_mm}^3, median of 5):")
+        emit()
+        emit("| precision | GFLOP/s |")
+        emit("| --- | --- |")
+        emit(f"| float32, default precision (TF32 on NVIDIA) | {peaks['tf32']:.0f} |")
+        emit(f"| float32, 'highest' precision | {peaks['f32']:.0f} |")
+        emit(f"| float64 | {peak_f64:.0f} |")
+        emit()
 
-    flops = step_flops(run_config_from_dict(config).static)
-    emit(
-        f"Training step, {label}, {flops / 1e9:.1f} GFLOP per run-step; vmapped grid of R "
-        f"runs, {steps} steps per timed call, median of {args.repeats} [min-max]; % of the "
-        "default-precision and the 'highest' peak:"
-    )
-    emit()
-    emit(
-        "| R | s/step | run-steps/s | GFLOP/s | % of TF32 peak | % of float32 peak | "
-        "compile | peak memory |"
-    )
-    emit("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for runs in runs_list:
-        r = measure(config, runs, steps, args.repeats)
-        mem = peak_memory_gib()
+    def training_step() -> None:
+        flops = step_flops(run_config_from_dict(config).static)
         emit(
-            f"| {runs} | {r['s_per_step']:.4f} [{r['min']:.4f}-{r['max']:.4f}] | "
-            f"{runs / r['s_per_step']:.1f} | {r['gflops']:.0f} | "
-            f"{100 * r['gflops'] / peak_tf32:.0f} % | {100 * r['gflops'] / peak_f32:.0f} % | "
-            f"{r['compile_s']:.1f} s | {'-' if mem is None else f'{mem:.1f} GiB'} |"
+            f"Training step, {label}, {flops / 1e9:.1f} GFLOP per run-step; vmapped grid of R "
+            f"runs, {steps} steps per timed call, median of {args.repeats} [min-max]; % of the "
+            "default-precision and the 'highest' peak:"
         )
-    emit()
+        emit()
+        emit(
+            "| R | s/step | run-steps/s | GFLOP/s | % of TF32 peak | % of float32 peak | "
+            "compile | peak memory |"
+        )
+        emit("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for runs in runs_list:
+            r = measure(config, runs, steps, args.repeats)
+            mem = peak_memory_gib()
+            emit(
+                f"| {runs} | {r['s_per_step']:.4f} [{r['min']:.4f}-{r['max']:.4f}] | "
+                f"{runs / r['s_per_step']:.1f} | {r['gflops']:.0f} | "
+                f"{100 * r['gflops'] / peaks['tf32']:.0f} % | "
+                f"{100 * r['gflops'] / peaks['f32']:.0f} % | "
+                f"{r['compile_s']:.1f} s | {'-' if mem is None else f'{mem:.1f} GiB'} |"
+            )
+            save()
+        emit()
+        if not tiny and max(runs_list) == TABLE1_RUNS:
+            hours = TABLE1_STEPS * r["s_per_step"] / 3600
+            emit(
+                f"At this rate the paper's whole Table 1 ({TABLE1_RUNS} runs x {TABLE1_STEPS:,} "
+                f"steps, one vmapped grid) trains in **{hours:.1f} h** on this GPU (an upper "
+                "bound: the 15 multi-view runs are smaller, d = 10 and one shared encoder)."
+            )
+            emit()
 
-    if not args.skip_eval:
+    def cpu_scale_group() -> None:
+        runs, group_steps = (2, 5) if tiny else (15, 250)
+        r = measure(CPU_SCALE_MULTIMODAL, runs, group_steps, args.repeats)
+        emit(
+            f"Table 1's CPU scale, the multimodal group ({runs} runs, d = 6, widths 32-128, "
+            f"batch 256) as one vmapped program, {group_steps} steps per timed call: "
+            f"**{runs / r['s_per_step']:.0f} run-steps/s** ({r['s_per_step'] * 1e3:.2f} ms per "
+            f"grid step [{r['min'] * 1e3:.2f}-{r['max'] * 1e3:.2f}], compile "
+            f"{r['compile_s']:.1f} s); the 2-core CPU: 167 run-steps/s."
+        )
+        emit()
+
+    def evaluation() -> None:
         x, y = make_data(np.random.default_rng(0), args.eval_encodings, eval_n)
         n = eval_n
         data = (x[:, :n].astype(np.float32), y[:, :n], x[:, n:].astype(np.float32), y[:, n:])
@@ -144,10 +198,14 @@ def main() -> None:
             f"{np.array2string(result.r2[0], precision=4)}."
         )
         emit()
+
+    part("Matmul peaks", matmul_peaks)
+    part("Training step", training_step)
+    part("CPU-scale group", cpu_scale_group)
+    if not args.skip_eval:
+        part("Evaluation", evaluation)
     emit(f"(whole measurement {time.perf_counter() - started:.0f} s)")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    save()
 
 
 if __name__ == "__main__":
