@@ -23,15 +23,14 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from jaxmmcl.config import run_config_from_dict, stack_hyperparams  # noqa: E402
-from jaxmmcl.distributed import runs_mesh  # noqa: E402
-from jaxmmcl.training import setup_grid, step_flops  # noqa: E402
+from train_step import compiled_chunk  # noqa: E402
+
+from jaxmmcl.training import step_flops  # noqa: E402
 
 PAPER = {
     "simulation": {"n_c": 5, "n_s": 5, "n_m": 5},
@@ -115,15 +114,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = {**PAPER, "train": {**PAPER["train"], "batch_size": args.batch_size}}
-    cfg = run_config_from_dict(config)
-    programs, simulation, hypers, state = setup_grid(
-        cfg.static,
-        np.arange(args.runs),
-        stack_hyperparams([cfg.hyper] * args.runs),
-        mesh=runs_mesh(jax.local_devices()[:1]),
-        at_once=None,
-    )
-    compiled = programs.chunk.lower(state, simulation, hypers, args.steps).compile()
+    compiled, state, simulation, hypers, static, _ = compiled_chunk(config, args.runs, args.steps)
     for _ in range(2):  # warm-up
         state, loss = compiled(state, simulation, hypers)
         jax.block_until_ready(loss)
@@ -131,7 +122,7 @@ def main() -> None:
     state, loss = compiled(state, simulation, hypers)
     jax.block_until_ready(loss)
     seconds = (time.perf_counter() - t0) / args.steps
-    flops = step_flops(cfg.static) * args.runs
+    flops = step_flops(static) * args.runs
     print(
         f"{args.runs} run(s), batch {args.batch_size}: {seconds * 1e3:.2f} ms/step untraced, "
         f"{flops / seconds / 1e12:.1f} TFLOP/s of encoder products ({jax.devices()[0]})"

@@ -34,6 +34,31 @@ def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / np.median(times) / 1e9
 
 
+def compiled_chunk(config: dict, runs: int, steps: int, *, all_devices: bool = False):
+    """A grid of ``runs`` runs, set up as the CLI does, and its chunk of ``steps`` steps compiled.
+
+    By default the grid is one vmapped program on one device. ``all_devices=True`` is what the
+    CLI does: the runs sharded over every device (at most one device per run; padded to a
+    multiple of the device count) and computed as :func:`jaxmmcl.training.runs_at_once` says
+    (one at a time on CPU devices).
+
+    Returns:
+      ``(compiled, state, simulation, hypers, static, compile_seconds)``; ``compiled(state,
+      simulation, hypers)`` returns the new state and the chunk's mean losses.
+    """
+    cfg = run_config_from_dict(config)
+    programs, simulation, hypers, state = setup_grid(
+        cfg.static,
+        np.arange(runs),
+        stack_hyperparams([cfg.hyper] * runs),
+        mesh=runs_mesh() if all_devices else runs_mesh(jax.local_devices()[:1]),
+        at_once="auto" if all_devices else None,
+    )
+    t0 = time.perf_counter()
+    compiled = programs.chunk.lower(state, simulation, hypers, steps).compile()
+    return compiled, state, simulation, hypers, cfg.static, time.perf_counter() - t0
+
+
 def measure(
     config: dict,
     runs: int,
@@ -42,25 +67,11 @@ def measure(
     *,
     all_devices: bool = False,
 ) -> dict:
-    """Seconds per step of a grid of ``runs`` runs, ``steps`` steps per timed call.
-
-    By default the grid is one vmapped program on one device. ``all_devices=True`` measures
-    what the CLI does: the runs sharded over every device (at most one device per run; padded to
-    a multiple of the device count) and computed as :func:`jaxmmcl.training.runs_at_once` says
-    (one at a time on CPU devices).
-    """
-    cfg = run_config_from_dict(config)
-    static = cfg.static
-    programs, simulation, hypers, state = setup_grid(
-        static,
-        np.arange(runs),
-        stack_hyperparams([cfg.hyper] * runs),
-        mesh=runs_mesh() if all_devices else runs_mesh(jax.local_devices()[:1]),
-        at_once="auto" if all_devices else None,
+    """Seconds per step of a grid of ``runs`` runs, ``steps`` steps per timed call (the grid as
+    :func:`compiled_chunk` sets it up)."""
+    compiled, state, simulation, hypers, static, compile_s = compiled_chunk(
+        config, runs, steps, all_devices=all_devices
     )
-    t0 = time.perf_counter()
-    compiled = programs.chunk.lower(state, simulation, hypers, steps).compile()
-    compile_s = time.perf_counter() - t0
     state, _ = compiled(state, simulation, hypers)  # warm-up
     jax.block_until_ready(state)
     times = []

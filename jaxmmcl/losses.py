@@ -68,11 +68,6 @@ def info_nce(
     return jnp.mean(pos / temperature + log_sum_exp - jnp.log(n_neg + 1))
 
 
-def _neg_sq_dists(a: jnp.ndarray, b: jnp.ndarray, sq_b: jnp.ndarray) -> jnp.ndarray:
-    """``-||a_i - b_j||^2`` through one matrix product, ``sq_b = |b|^2`` precomputed."""
-    return 2.0 * (a @ b.T) - jnp.sum(a * a, axis=-1)[:, None] - sq_b[None, :]
-
-
 def _row_blocks(x: jnp.ndarray, block: int) -> jnp.ndarray:
     """``x`` ``(n, ...)`` zero-padded to a multiple of ``block`` rows, as ``(n / block, block,
     ...)``."""
@@ -104,11 +99,9 @@ def row_logsumexp(
 
 
 def _row_logsumexp_fwd(a, b, p, block):
-    sq_b = jnp.sum(b * b, axis=-1)
-
     def one_block(rows):
         a_rows, p_rows = rows
-        return jnp.logaddexp(jax.nn.logsumexp(_neg_sq_dists(a_rows, b, sq_b), axis=1), -p_rows)
+        return jnp.logaddexp(jax.nn.logsumexp(-pairwise_sq_dists(a_rows, b), axis=1), -p_rows)
 
     out = jax.lax.map(one_block, (_row_blocks(a, block), _row_blocks(p, block)))
     out = out.reshape(-1)[: a.shape[0]]
@@ -117,12 +110,11 @@ def _row_logsumexp_fwd(a, b, p, block):
 
 def _row_logsumexp_bwd(block, residuals, g):
     a, b, p, out = residuals
-    sq_b = jnp.sum(b * b, axis=-1)
 
     def one_block(grad_b, rows):
         # Padded rows carry g = 0, so their weights, and what they add to grad_b, are zero.
         a_rows, p_rows, out_rows, g_rows = rows
-        w = g_rows[:, None] * jnp.exp(_neg_sq_dists(a_rows, b, sq_b) - out_rows[:, None])
+        w = g_rows[:, None] * jnp.exp(-pairwise_sq_dists(a_rows, b) - out_rows[:, None])
         grad_a = -2.0 * (a_rows * jnp.sum(w, axis=1)[:, None] - w @ b)
         grad_b = grad_b - 2.0 * (b * jnp.sum(w, axis=0)[:, None] - w.T @ a_rows)
         grad_p = -g_rows * jnp.exp(-p_rows - out_rows)
