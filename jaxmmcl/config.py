@@ -182,7 +182,9 @@ class EvalConfig:
       nonlinear: ``"kernel_ridge"`` (the paper's cross-validated RBF kernel ridge) or ``"mlp"``
         (a small MLP regressor, cheaper at large n). Discrete blocks are also scored by
         accuracy, always with logistic regression and an MLP classifier.
-      mlp_steps: full-batch Adam steps of the MLP regressor and of the MLP classifier.
+      mlp_steps: full-batch Adam steps of the MLP regressor.
+      mlp_epochs: the most epochs of the MLP classifier (scikit-learn's ``max_iter``; the
+        paper's evaluation sets 1000; it stops earlier when its loss stalls).
       intervention: the permuted-content test: both evaluation sets are drawn with modality 2's
         content permuted across the set before mixing, and the permuted content is scored as
         the extra block ``c_perm`` (see :mod:`jaxmmcl.evaluation.protocol`).
@@ -192,6 +194,7 @@ class EvalConfig:
     n_test: int = 20_480
     nonlinear: str = "kernel_ridge"
     mlp_steps: int = 1000
+    mlp_epochs: int = 1000
     intervention: bool = False
 
     def __post_init__(self):
@@ -199,6 +202,7 @@ class EvalConfig:
         _check_int("eval.n_test", self.n_test, 2)
         _check_choice("eval.nonlinear", self.nonlinear, NONLINEAR_REGRESSORS)
         _check_int("eval.mlp_steps", self.mlp_steps, 1)
+        _check_int("eval.mlp_epochs", self.mlp_epochs, 1)
         _check_bool("eval.intervention", self.intervention)
 
 

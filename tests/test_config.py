@@ -27,6 +27,7 @@ def test_new_keys_default_to_the_paper_setting_and_round_trip():
         ),
         ({"simulation.n_classes": 1}, "simulation.n_classes: expected an integer >= 2, got 1"),
         ({"eval.intervention": "yes"}, "eval.intervention: expected true or false, got 'yes'"),
+        ({"eval.mlp_epochs": 0}, "eval.mlp_epochs: expected an integer >= 1, got 0"),
         (
             {"simulation.discrete": "m", "simulation.n_m": 0},
             "simulation.discrete: expected a block of size >= 1 (n_m is 0), got 'm'",

@@ -239,7 +239,7 @@ def test_tiny_training_run_end_to_end(tiny_dataset, tmp_path):
         train=train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2),
         seeds=(0,),
         runs_per_program=1,
-        mlp_steps=5,
+        mlp_epochs=5,
     )
     rows = experiment.reproduce(
         tmp_path, scale, data=root, encoding_sizes=(1, 3), show_progress=False

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score as sk_r2_score
+from sklearn.preprocessing import StandardScaler
 
-from jaxmmcl.evaluation.linear import fit_linear, linear_r2, r2_score
+from jaxmmcl.evaluation.linear import fit_linear, linear_r2, r2_score, standardise
 
 
 def _reference(x_fit, y_fit, x_test, y_test):
@@ -69,3 +70,17 @@ def test_linear_r2_vmaps_over_runs():
     stacked = [np.stack(a) for a in zip(*runs, strict=True)]
     got = jax.jit(jax.vmap(linear_r2))(*stacked)
     np.testing.assert_allclose(got, [_reference(*run) for run in runs], atol=1e-4)
+
+
+def test_standardise_equals_sklearn_standard_scaler():
+    """Fit-set statistics applied to both sets, over a leading run axis; a zero column (an
+    encoding padded to a wider size) stays zero, as StandardScaler leaves constant columns."""
+    rng = np.random.default_rng(0)
+    x_fit = rng.standard_normal((2, 50, 4)) * [3.0, 0.5, 1.0, 0.0] + [1.0, -2.0, 0.0, 0.0]
+    x_test = rng.standard_normal((2, 30, 4)) * [3.0, 0.5, 1.0, 0.0]
+    fit, test = standardise(x_fit, x_test)
+    for r in range(2):
+        scaler = StandardScaler().fit(x_fit[r])
+        np.testing.assert_allclose(fit[r], scaler.transform(x_fit[r]), atol=1e-6)
+        np.testing.assert_allclose(test[r], scaler.transform(x_test[r]), atol=1e-6)
+    assert np.all(np.asarray(test)[..., 3] == 0.0)

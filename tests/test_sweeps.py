@@ -33,6 +33,7 @@ TINY_SCALE = {
     "eval.n_test": 64,
     "eval.nonlinear": "mlp",
     "eval.mlp_steps": 20,
+    "eval.mlp_epochs": 20,
 }
 # Six runs in one group: with 4 devices the program pads them to 8.
 SMALL = {
@@ -41,7 +42,7 @@ SMALL = {
         "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
         "model": {"widths": [16, 16]},
         "train": {"batch_size": 32, "steps": 40, "log_every": 10, "learning_rate": 1e-3},
-        "eval": {"n_fit": 64, "n_test": 64, "nonlinear": "mlp", "mlp_steps": 20},
+        "eval": {"n_fit": 64, "n_test": 64, "nonlinear": "mlp", "mlp_steps": 20, "mlp_epochs": 20},
     },
     "axes": {"simulation.p_change": [0.5, 1.0], "seed": [0, 1, 2]},
 }

@@ -11,7 +11,7 @@ from jaxmmcl.evaluation.kernel_ridge import (
     kernel_ridge_r2_grid,
     kernel_ridge_select,
 )
-from jaxmmcl.evaluation.linear import fit_linear, linear_r2, r2_score
+from jaxmmcl.evaluation.linear import fit_linear, linear_r2, r2_score, standardise
 from jaxmmcl.evaluation.mcc import correlation_matrix, mcc
 from jaxmmcl.evaluation.mlp import mlp_r2
 
@@ -32,4 +32,5 @@ __all__ = [
     "mlp_fit",
     "mlp_r2",
     "r2_score",
+    "standardise",
 ]

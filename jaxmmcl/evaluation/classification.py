@@ -6,11 +6,13 @@ static) and vmappable over a leading run axis:
 * :func:`logistic_accuracy` -- multinomial logistic regression with scikit-learn's
   ``LogisticRegression()`` objective (L2 penalty ``1 / (2 C)`` on the weights, unpenalised
   intercepts, C = 1), minimised by full-batch Newton steps to a tight gradient tolerance.
-* :func:`mlp_accuracy` -- a one-hidden-layer ReLU MLP (scikit-learn ``MLPClassifier``'s
-  architecture: Glorot-uniform initialisation, softmax cross-entropy, L2 penalty ``l2 / 2 *
-  ||W||^2`` on weights averaged like its loss), trained by full-batch Adam for a fixed number
-  of steps. Full-batch rather than scikit-learn's minibatches so runs vectorise; on the same
-  problem it reaches comparable accuracy, not identical predictions.
+* :func:`mlp_accuracy` -- a one-hidden-layer ReLU MLP trained as scikit-learn's
+  ``MLPClassifier`` is (the paper's probe): Glorot-uniform initialisation, softmax
+  cross-entropy with an L2 penalty, Adam on shuffled minibatches of 200, stopped when the
+  epoch loss stalls. The same training, not the same random numbers: accuracies agree with
+  scikit-learn's to within its own seed-to-seed spread. (Full-batch Adam for 1000 steps, used
+  before, stopped far short of that: 0.86 against scikit-learn's 0.92 on an image encoding of
+  the image/text experiment.)
 
 Labels are integers in ``[0, n_classes)``.
 """
@@ -125,10 +127,13 @@ def logistic_accuracy(
     return jnp.mean(pred == labels_test)
 
 
-def _glorot(key, fan_in, fan_out, dtype):
-    # scikit-learn's MLP initialisation bound for ReLU and softmax layers.
+def _glorot_layer(key, fan_in, fan_out, dtype):
+    # scikit-learn's MLP initialisation for ReLU and softmax layers: weights and biases uniform
+    # within the same Glorot bound.
     bound = jnp.sqrt(6.0 / (fan_in + fan_out))
-    return jax.random.uniform(key, (fan_in, fan_out), dtype, -bound, bound)
+    kw, kb = jax.random.split(key)
+    weights = jax.random.uniform(kw, (fan_in, fan_out), dtype, -bound, bound)
+    return weights, jax.random.uniform(kb, (fan_out,), dtype, -bound, bound)
 
 
 def _mlp_logits(params, x):
@@ -136,7 +141,7 @@ def _mlp_logits(params, x):
     return hidden @ params["w2"] + params["b2"]
 
 
-@functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "steps"))
+@functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "epochs", "batch_size"))
 def mlp_fit(
     key: jax.Array,
     x: jnp.ndarray,
@@ -144,53 +149,93 @@ def mlp_fit(
     n_classes: int,
     *,
     hidden: int = 100,
-    steps: int = 1000,
+    epochs: int = 1000,
+    batch_size: int = 200,
     learning_rate: float = 1e-3,
     l2: float = 1e-4,
+    tol: float = 1e-4,
+    patience: int = 10,
 ) -> dict[str, jnp.ndarray]:
-    """Trains a one-hidden-layer ReLU classifier with full-batch Adam.
+    """Trains a one-hidden-layer ReLU classifier as scikit-learn's ``MLPClassifier`` does.
+
+    Each epoch shuffles the fit set and takes one Adam step per minibatch of ``batch_size``
+    rows (the last one smaller when ``n`` is not a multiple), on the batch's mean softmax
+    cross-entropy plus ``l2 / (2 * rows in the batch) * ||W||^2``. Training stops when the
+    epoch's mean loss has failed to fall by ``tol`` below the best so far for more than
+    ``patience`` epochs in a row, or after ``epochs`` epochs (scikit-learn's ``max_iter``; the
+    paper's evaluation sets 1000).
 
     Args:
-      key: PRNG key for the initialisation.
-      x: features, shape ``(n, k)``.
+      key: PRNG key for the initialisation and the shuffles.
+      x: features, shape ``(n, k)`` (standardised, as the paper's evaluation does).
       labels: integer labels, shape ``(n,)``.
       n_classes: number of classes (static).
       hidden: hidden width (static); scikit-learn's default is 100.
-      steps: Adam steps (static).
-      learning_rate: Adam step size.
-      l2: weight penalty ``l2 / (2 n) * ||W||^2`` (scikit-learn's ``alpha`` convention).
+      epochs: the most passes over the fit set (static).
+      batch_size: minibatch rows (static), capped at ``n``; scikit-learn's default is 200.
+      learning_rate, l2, tol, patience: scikit-learn's ``learning_rate_init``, ``alpha``,
+        ``tol`` and ``n_iter_no_change``.
 
     Returns:
       ``{"w1": (k, hidden), "b1": (hidden,), "w2": (hidden, n_classes), "b2": (n_classes,)}``.
     """
     n, k = x.shape
-    k1, k2, k3, k4 = jax.random.split(key, 4)
-    dtype = x.dtype
-    params = {
-        "w1": _glorot(k1, k, hidden, dtype),
-        "b1": _glorot(k2, 1, hidden, dtype)[0],
-        "w2": _glorot(k3, hidden, n_classes, dtype),
-        "b2": _glorot(k4, 1, n_classes, dtype)[0],
-    }
-
-    def loss(params):
-        ce = jnp.mean(
-            optax.softmax_cross_entropy_with_integer_labels(_mlp_logits(params, x), labels)
-        )
-        return ce + l2 / (2 * n) * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
-
+    batch_size = min(batch_size, n)
+    n_batches = -(-n // batch_size)
+    init_key, shuffle_key = jax.random.split(key)
+    k1, k2 = jax.random.split(init_key)
+    w1, b1 = _glorot_layer(k1, k, hidden, x.dtype)
+    w2, b2 = _glorot_layer(k2, hidden, n_classes, x.dtype)
+    params = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    # Slots past n in the last batch point at row 0 with weight 0: static shapes for jit, and
+    # the batch's loss is the mean over its real rows, as in scikit-learn's smaller last batch.
+    slots = jnp.arange(n_batches * batch_size)
+    weights = (slots < n).astype(x.dtype).reshape(n_batches, batch_size)
     opt = optax.adam(learning_rate)
 
-    def step(carry, _):
-        params, state = carry
-        updates, state = opt.update(jax.grad(loss)(params), state, params)
-        return (optax.apply_updates(params, updates), state), None
+    def batch_loss(params, rows, weight):
+        ce = optax.softmax_cross_entropy_with_integer_labels(
+            _mlp_logits(params, x[rows]), labels[rows]
+        )
+        count = jnp.sum(weight)
+        penalty = l2 / (2 * count) * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
+        return jnp.sum(weight * ce) / count + penalty
 
-    (params, _), _ = lax.scan(step, (params, opt.init(params)), None, length=steps)
+    def batch_step(carry, batch):
+        params, opt_state, total = carry
+        rows, weight = batch
+        loss, grads = jax.value_and_grad(batch_loss)(params, rows, weight)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (
+            optax.apply_updates(params, updates),
+            opt_state,
+            total + loss * jnp.sum(weight),
+        ), None
+
+    def epoch(carry):
+        params, opt_state, done, best, stale = carry
+        order = jax.random.permutation(jax.random.fold_in(shuffle_key, done), n)
+        rows = jnp.pad(order, (0, slots.size - n))
+        (params, opt_state, total), _ = lax.scan(
+            batch_step,
+            (params, opt_state, jnp.zeros((), x.dtype)),
+            (rows.reshape(n_batches, batch_size), weights),
+        )
+        loss = total / n
+        stale = jnp.where(loss > best - tol, stale + 1, 0)
+        return params, opt_state, done + 1, jnp.minimum(best, loss), stale
+
+    def running(carry):
+        _, _, done, _, stale = carry
+        return (done < epochs) & (stale <= patience)
+
+    zero = jnp.zeros((), jnp.int32)
+    carry = (params, opt.init(params), zero, jnp.asarray(jnp.inf, x.dtype), zero)
+    params, *_ = lax.while_loop(running, epoch, carry)
     return params
 
 
-@functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "steps"))
+@functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "epochs", "batch_size"))
 def mlp_accuracy(
     key: jax.Array,
     x_fit: jnp.ndarray,
@@ -200,16 +245,17 @@ def mlp_accuracy(
     n_classes: int,
     *,
     hidden: int = 100,
-    steps: int = 1000,
+    epochs: int = 1000,
+    batch_size: int = 200,
     learning_rate: float = 1e-3,
 ) -> jnp.ndarray:
     """Test accuracy of :func:`mlp_fit` trained on the fit set.
 
     Args:
-      key: PRNG key for the initialisation.
+      key: PRNG key for the initialisation and the shuffles.
       x_fit, labels_fit: shapes ``(n_fit, k)`` and ``(n_fit,)``.
       x_test, labels_test: shapes ``(n_test, k)`` and ``(n_test,)``.
-      n_classes, hidden, steps, learning_rate: as in :func:`mlp_fit`.
+      n_classes, hidden, epochs, batch_size, learning_rate: as in :func:`mlp_fit`.
 
     Returns:
       A scalar: the fraction of test labels predicted correctly.
@@ -220,7 +266,8 @@ def mlp_accuracy(
         labels_fit,
         n_classes,
         hidden=hidden,
-        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
         learning_rate=learning_rate,
     )
     return jnp.mean(jnp.argmax(_mlp_logits(params, x_test), axis=-1) == labels_test)

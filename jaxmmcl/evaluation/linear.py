@@ -40,6 +40,24 @@ def r2_score(y_true: jnp.ndarray, y_pred: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(constant, jnp.where(ss_res == 0, 1.0, 0.0), 1.0 - ss_res / safe_tot)
 
 
+def standardise(x_fit: jnp.ndarray, x_test: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Centres and scales both sets by the fit set's column statistics, as scikit-learn's
+    ``StandardScaler`` fitted on ``x_fit``.
+
+    Args:
+      x_fit: ``(..., n_fit, k)``.
+      x_test: ``(..., n_test, k)``.
+
+    Returns:
+      Both sets minus the fit set's column means, divided by its column standard deviations
+      (ddof 0). A constant column is only centred, so a zero column stays zero.
+    """
+    mean = jnp.mean(x_fit, axis=-2, keepdims=True)
+    std = jnp.std(x_fit, axis=-2, keepdims=True)
+    std = jnp.where(std > 0, std, 1.0)
+    return (x_fit - mean) / std, (x_test - mean) / std
+
+
 def fit_linear(x: jnp.ndarray, y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Least squares with intercept: minimises ``||x @ w + b - y||^2``.
 

@@ -8,8 +8,9 @@ each averaged uniformly over the block's components.
 
 Discrete blocks (``simulation.discrete``, :func:`discrete_factors`) are scored by R^2 on their
 coded values like every block, and also by test accuracy per component with the class index as
-the label: logistic regression (linear) and an MLP classifier with ``eval.mlp_steps`` steps
-(nonlinear), each averaged uniformly over the block's components.
+the label: logistic regression (linear) and an MLP classifier trained as scikit-learn's
+``MLPClassifier`` for at most ``eval.mlp_epochs`` epochs (nonlinear), each averaged uniformly
+over the block's components.
 
 Intervention test (``eval.intervention``): both evaluation sets are drawn by
 :func:`jaxmmcl.simulation.sample_intervened_pairs`: per set, one permutation ``perm`` of its
@@ -45,7 +46,7 @@ from jaxmmcl.config import HyperArrays, StaticConfig
 from jaxmmcl.encoders import encode
 from jaxmmcl.evaluation.classification import logistic_accuracy, mlp_accuracy
 from jaxmmcl.evaluation.kernel_ridge import kernel_ridge_r2_grid
-from jaxmmcl.evaluation.linear import block_means, fit_linear, r2_score
+from jaxmmcl.evaluation.linear import block_means, fit_linear, r2_score, standardise
 from jaxmmcl.evaluation.mlp import mlp_r2
 from jaxmmcl.latents import BLOCKS, DISCRETE, block_sizes, decode_classes
 from jaxmmcl.simulation import Simulation, sample_intervened_pairs, sample_pairs
@@ -127,10 +128,7 @@ def encode_eval_samples(
 
     h_fit, y_fit = draw(fit_key, static.eval.n_fit)
     h_test, y_test = draw(test_key, static.eval.n_test)
-    mean = jnp.mean(h_fit, axis=1, keepdims=True)
-    std = jnp.std(h_fit, axis=1, keepdims=True)
-    std = jnp.where(std > 0, std, 1.0)
-    return EvalSamples((h_fit - mean) / std, (h_test - mean) / std, y_fit, y_test)
+    return EvalSamples(*standardise(h_fit, h_test), y_fit, y_test)
 
 
 def linear_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> jnp.ndarray:
@@ -237,6 +235,7 @@ def _programs(static: StaticConfig) -> _Programs:
     discrete = tuple(name in discrete_factors(static) for name in factors(static))
     n_classes = static.simulation.n_classes
     steps = static.eval.mlp_steps
+    epochs = static.eval.mlp_epochs
 
     def logistic(samples):
         classify = functools.partial(logistic_accuracy, n_classes=n_classes)
@@ -246,7 +245,9 @@ def _programs(static: StaticConfig) -> _Programs:
         key = jax.random.fold_in(run_keys(seed)[2], _CLASSIFIER_STREAM)
 
         def classify(h_fit, labels_fit, h_test, labels_test):
-            return mlp_accuracy(key, h_fit, labels_fit, h_test, labels_test, n_classes, steps=steps)
+            return mlp_accuracy(
+                key, h_fit, labels_fit, h_test, labels_test, n_classes, epochs=epochs
+            )
 
         return accuracy_scores(samples, sizes, discrete, n_classes, classify)
 

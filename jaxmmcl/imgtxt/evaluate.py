@@ -1,9 +1,12 @@
 """Scores of trained encoders per ground-truth factor: predictors fitted on the validation
 split's encodings, scored on the test split's.
 
-Continuous factors: R^2 of linear regression (``r2_linear``) and of cross-validated RBF kernel
-ridge (``r2_kernel_ridge``, the numerical simulation's grid). Discrete factors: accuracy of
-logistic regression (``acc_logistic``) and of a one-hidden-layer MLP classifier (``acc_mlp``).
+Each encoding is first standardised with the validation split's statistics, as the paper's
+evaluation does (scikit-learn's ``StandardScaler``). Continuous factors: R^2 of linear
+regression (``r2_linear``) and of cross-validated RBF kernel ridge (``r2_kernel_ridge``, the
+numerical simulation's grid). Discrete factors: accuracy of logistic regression
+(``acc_logistic``) and of a one-hidden-layer MLP classifier (``acc_mlp``, trained as
+scikit-learn's ``MLPClassifier(max_iter=1000)`` of the paper's evaluation).
 All predictors come from :mod:`jaxmmcl.evaluation`; every run is scored with the same compiled
 programs, since encodings are padded with zeros to one width (zero columns change neither
 distances nor least-squares fits, and get zero weight under an L2 penalty).
@@ -16,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmmcl.config import ConfigError
-from jaxmmcl.evaluation import kernel_ridge_r2_grid, linear_r2, logistic_accuracy, mlp_accuracy
+from jaxmmcl.evaluation import (
+    kernel_ridge_r2_grid,
+    linear_r2,
+    logistic_accuracy,
+    mlp_accuracy,
+    standardise,
+)
 
 # (modality, factor column, kind): the factors scored for each encoding. Text colour is scored
 # by its name's index; object_zpos is constant and not scored.
@@ -65,17 +74,18 @@ def score_factors(
     factors: tuple[tuple[str, str], ...],
     *,
     key: jax.Array,
-    mlp_steps: int = 1000,
+    mlp_epochs: int = 1000,
 ) -> dict[tuple[str, str], np.ndarray]:
     """Scores of R runs' encodings for each factor.
 
     Args:
-      h_fit: ``(R, n_fit, k)`` encodings of the validation split.
+      h_fit: ``(R, n_fit, k)`` encodings of the validation split (standardised here, and the
+        test split's with its statistics).
       h_test: ``(R, n_test, k)`` encodings of the test split.
       latents_fit, latents_test: factor columns, ``(n_fit,)`` and ``(n_test,)``.
       factors: ``(column, "continuous" | "discrete")`` pairs.
       key: key of the MLP classifiers' initialisation.
-      mlp_steps: full-batch Adam steps of the MLP classifier.
+      mlp_epochs: the most epochs of the MLP classifier (:func:`~jaxmmcl.evaluation.mlp_fit`).
 
     Returns:
       ``{(factor, metric): (R,) scores}``.
@@ -83,6 +93,7 @@ def score_factors(
     for name, _ in factors:
         if name not in latents_fit or name not in latents_test:
             raise ConfigError(f"evaluation: factor {name!r} missing from the latents")
+    h_fit, h_test = map(np.asarray, standardise(jnp.asarray(h_fit), jnp.asarray(h_test)))
     out = {}
     continuous = [name for name, kind in factors if kind == "continuous"]
     if continuous:
@@ -107,7 +118,7 @@ def score_factors(
             lambda a, b: logistic_accuracy(a, fit, b, test, n_classes)  # noqa: B023
         )
         mlp = jax.vmap(
-            lambda a, b: mlp_accuracy(key, a, fit, b, test, n_classes, steps=mlp_steps)  # noqa: B023
+            lambda a, b: mlp_accuracy(key, a, fit, b, test, n_classes, epochs=mlp_epochs)  # noqa: B023
         )
         out[(name, "acc_logistic")] = np.asarray(logistic(hf, ht))
         out[(name, "acc_mlp")] = np.asarray(mlp(hf, ht))

@@ -61,7 +61,7 @@ class Scale:
       n_val, n_test: pairs of the rendered validation and test splits (without ``--data``).
       runs_per_program: runs trained together as one vmapped program; such groups train
         concurrently, one per local device (:func:`~jaxmmcl.imgtxt.train.train_groups`).
-      mlp_steps: steps of the MLP classifier of the evaluation.
+      mlp_epochs: the most epochs of the MLP classifier of the evaluation.
     """
 
     image_size: int
@@ -76,7 +76,7 @@ class Scale:
     n_val: int
     n_test: int
     runs_per_program: int
-    mlp_steps: int
+    mlp_epochs: int
 
     def model(self, vocab_size: int) -> ModelConfig:
         """The scale's encoders, with outputs for the sweep's largest encoding size."""
@@ -115,7 +115,7 @@ SCALES = {
         n_val=1024,
         n_test=1024,
         runs_per_program=1,
-        mlp_steps=1000,
+        mlp_epochs=1000,
     ),
     "paper": Scale(
         image_size=224,
@@ -132,7 +132,7 @@ SCALES = {
         n_val=10_000,
         n_test=10_000,
         runs_per_program=3,
-        mlp_steps=1000,
+        mlp_epochs=1000,
     ),
 }
 
@@ -250,7 +250,7 @@ def _evaluate(group, state, history, model, source, val, test, scale: Scale):
     for modality, m, factors in (("image", 0, IMAGE_FACTORS), ("text", 1, TEXT_FACTORS)):
         scores = score_factors(
             h_val[m], h_test[m], val[2 + m], test[2 + m], factors,
-            key=jax.random.key(0), mlp_steps=scale.mlp_steps,
+            key=jax.random.key(0), mlp_epochs=scale.mlp_epochs,
         )  # fmt: skip
         for (factor, metric), values in scores.items():
             for r, (size, seed) in enumerate(group):
