@@ -78,6 +78,7 @@ def test_mlp_comparable_to_sklearn_on_easy_problem():
     assert float(acc) >= min(ref_acc - 0.03, 0.9)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_mlp_trains_as_far_as_sklearn_on_many_clusters():
     """Labels shared by 9 of 63 clusters on a 4-D sphere (as an encoding of shape x position
     of the image/text experiment): the classifier needs scikit-learn's thousands of minibatch
