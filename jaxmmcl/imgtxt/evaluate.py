@@ -93,7 +93,7 @@ def score_factors(
     for name, _ in factors:
         if name not in latents_fit or name not in latents_test:
             raise ConfigError(f"evaluation: factor {name!r} missing from the latents")
-    h_fit, h_test = map(np.asarray, standardise(jnp.asarray(h_fit), jnp.asarray(h_test)))
+    h_fit, h_test = standardise(jnp.asarray(h_fit), jnp.asarray(h_test))
     out = {}
     continuous = [name for name, kind in factors if kind == "continuous"]
     if continuous:
@@ -103,7 +103,7 @@ def score_factors(
         tile = lambda y: np.broadcast_to(y, (runs, *y.shape))  # noqa: E731
         kr = kernel_ridge_r2_grid(h_fit, tile(y_fit), h_test, tile(y_test), (1,) * len(continuous))
         lin = jax.vmap(jax.vmap(linear_r2, in_axes=(None, 1, None, 1)), in_axes=(0, None, 0, None))
-        r2 = np.asarray(lin(jnp.asarray(h_fit), y_fit, jnp.asarray(h_test), y_test))
+        r2 = np.asarray(lin(h_fit, y_fit, h_test, y_test))
         for j, name in enumerate(continuous):
             out[(name, "r2_linear")] = r2[:, j]
             out[(name, "r2_kernel_ridge")] = kr.r2[:, j]
@@ -113,13 +113,12 @@ def score_factors(
         fit, test, n_classes = dense_labels(latents_fit[name], latents_test[name])
         if n_classes < 2:
             raise ConfigError(f"evaluation: factor {name!r} has one class in the fit split")
-        hf, ht = jnp.asarray(h_fit), jnp.asarray(h_test)
         logistic = jax.vmap(
             lambda a, b: logistic_accuracy(a, fit, b, test, n_classes)  # noqa: B023
         )
         mlp = jax.vmap(
             lambda a, b: mlp_accuracy(key, a, fit, b, test, n_classes, epochs=mlp_epochs)  # noqa: B023
         )
-        out[(name, "acc_logistic")] = np.asarray(logistic(hf, ht))
-        out[(name, "acc_mlp")] = np.asarray(mlp(hf, ht))
+        out[(name, "acc_logistic")] = np.asarray(logistic(h_fit, h_test))
+        out[(name, "acc_mlp")] = np.asarray(mlp(h_fit, h_test))
     return out
