@@ -18,8 +18,12 @@ Training workloads (multimodal: f1 != f2, one encoder per modality, p_change 0.7
   (2) is faster at the time: on a loaded machine two threads can be several times slower on
   these small ops.
 * ``b1024`` and ``paper``: the paper's model (d = 15, widths 150-750) at batch 1024 and at the
-  paper's batch 6144, a few single steps (``--paper-steps``) of one run; the grid way trains
-  ``--paper-grid`` runs at once.
+  paper's batch 6144, ``--paper-steps`` steps of one run per timed call (3, quick 1; at least 2
+  at batch 1024); the grid way trains ``--paper-grid`` runs at once. Training runs in chunks of
+  ``train.log_every`` steps (1,000 at the paper's scale), and each call of a compiled chunk
+  allocates its temporary buffers (0.64 GiB at batch 6144, by XLA's memory analysis) once: a
+  call of one step pays that for every step, and measured 5-10 % slower per step than calls
+  of 4.
 
 Every way runs in its own child process (``--worker``), so its peak resident memory (RSS) is
 its own. Figures are medians over ``--repeats`` timed repeats [min-max], after a warm-up step
@@ -446,7 +450,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed repeats (default 3; quick 1)")
     parser.add_argument("--steps", type=int, help="steps per run at the cpu scale (100; 20)")
     parser.add_argument("--runs", default="1,4,16", help="R values at the cpu scale")
-    parser.add_argument("--paper-steps", type=int, default=1, help="steps per timed call")
+    parser.add_argument("--paper-steps", type=int, help="steps per timed call (3; quick 1)")
     parser.add_argument("--paper-repeats", type=int, help="repeats at paper widths (--repeats)")
     parser.add_argument("--paper-grid", type=int, help="runs of the paper-size grid (2; 1)")
     parser.add_argument("--skip-paper", action="store_true", help="no batch-6144 workload")
@@ -473,6 +477,7 @@ def main() -> None:
     paper_grid = args.paper_grid or (1 if args.quick else 2)
     eval_n = args.eval_n or (512 if args.quick else 2048)
     paper_repeats = args.paper_repeats or repeats
+    paper_steps = args.paper_steps or (1 if args.quick else 3)
     runs_list = [int(r) for r in args.runs.split(",")]
     started = time.perf_counter()
     print(f"# compare.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -488,9 +493,9 @@ def main() -> None:
     )
 
     # One child process per (workload, way): its peak RSS is that of its largest R.
-    cases = [("cpu", runs_list, steps), ("b1024", [1], max(args.paper_steps, 2))]
+    cases = [("cpu", runs_list, steps), ("b1024", [1], max(paper_steps, 2))]
     if not args.skip_paper:
-        cases.append(("paper", [1], args.paper_steps))
+        cases.append(("paper", [1], paper_steps))
     rows = []
     for workload, runs, n_steps in cases:
         flops = step_flops(run_config_from_dict(jax_config(workload)).static)
@@ -532,8 +537,8 @@ def main() -> None:
     print()
     print(
         f"## Training ({repeats} repeats at the cpu scale, {paper_repeats} at paper widths; "
-        f"{steps} steps per run at the cpu scale, {args.paper_steps} per timed call at batch 6144, "
-        f"{max(args.paper_steps, 2)} at batch 1024; % of the XLA float32 peak)"
+        f"{steps} steps per run at the cpu scale, {paper_steps} per timed call at batch 6144, "
+        f"{max(paper_steps, 2)} at batch 1024; % of the XLA float32 peak)"
     )
     print()
     print(training_table(rows, peak["xla_f32"]))
