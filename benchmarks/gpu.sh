@@ -8,13 +8,19 @@
 #    such as this project's lent H200, come that way; jaxmmcl is then used from this checkout
 #    through PYTHONPATH, under that machine's versions rather than pyproject's pins); otherwise
 #    .venv-gpu, created and filled with jaxmmcl and jax[cuda12] by pip (reused if it works);
-# 2. runs benchmarks/gpu_bench.py (under 5 minutes): matmul peaks (TF32, float32, float64),
-#    the paper-size training step for 1, 8 and 30 vmapped runs, the CPU-scale Table 1 group,
-#    the paper-size evaluation;
+# 2. runs benchmarks/gpu_bench.py (under 5 minutes): matmul peaks at every train.precision
+#    (float32, tf32x3, tf32, bfloat16) and float64, the paper-size training step for 1, 8 and
+#    30 vmapped runs at every precision, the CPU-scale Table 1 group, the paper-size
+#    evaluation;
 # 3. prints a Markdown block for benchmarks/RESULTS.md and writes it to $OUT/gpu_results.md
-#    (or ./gpu_results.md when $OUT is not set).
+#    (or ./gpu_results.md when $OUT is not set);
+# 4. with GPU_TABLE1="float32,tf32" (a list of precisions), runs the CPU-scale Table 1 once per
+#    precision (`jaxmmcl reproduce table1 --set train.precision=P`, about a minute each on an
+#    H200) into $OUT/table1-P/ and prints each table, so that the cells can be compared.
 #
-# Environment: PYTHON (default python3), GPU_BENCH_TIMEOUT (seconds, default 290).
+# Environment: PYTHON (default python3), GPU_BENCH_TIMEOUT (seconds, default 290), GPU_TABLE1,
+# GPU_SH_DRY=1 (dry mode, for a CPU machine: no GPU check, gpu_bench.py --tiny, and
+# Table 1's stage as --dry-run plans).
 set -uo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -37,7 +43,12 @@ print("gpu.sh: jax", jax.__version__, "flax", flax.__version__, "optax", optax._
 EOF
 }
 
-if gpu_ready "$PYTHON"; then
+DRY=${GPU_SH_DRY:-0}
+if [ "$DRY" = 1 ]; then
+  RUN_PYTHON=$PYTHON
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  echo "gpu.sh: dry mode with $(command -v "$PYTHON"): tiny sizes, no GPU needed" >&2
+elif gpu_ready "$PYTHON"; then
   RUN_PYTHON=$PYTHON
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   echo "gpu.sh: using $(command -v "$PYTHON") as it is (jaxmmcl from $PWD)" >&2
@@ -70,9 +81,24 @@ fi
 # Memory is reported from the allocator's peak: do not preallocate 75 % of the GPU up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$OUT_DIR"
-timeout "$TIMEOUT" "$RUN_PYTHON" benchmarks/gpu_bench.py --out "$OUT_DIR/gpu_results.md" "$@"
+BENCH_ARGS=()
+[ "$DRY" = 1 ] && BENCH_ARGS=(--tiny)
+timeout "$TIMEOUT" "$RUN_PYTHON" benchmarks/gpu_bench.py --out "$OUT_DIR/gpu_results.md" \
+  "${BENCH_ARGS[@]}" "$@"
 status=$?
 if [ "$status" -eq 124 ]; then
   echo "gpu.sh: gpu_bench.py ran past ${TIMEOUT} s; partial results above" >&2
+fi
+if [ -n "${GPU_TABLE1:-}" ]; then
+  IFS=, read -ra TABLE1_PRECISIONS <<< "$GPU_TABLE1"
+  for precision in "${TABLE1_PRECISIONS[@]}"; do
+    TABLE1_ARGS=(reproduce table1 --set "train.precision=$precision" --force --quiet
+                 --out "$OUT_DIR/table1-$precision")
+    [ "$DRY" = 1 ] && TABLE1_ARGS+=(--dry-run)
+    echo "gpu.sh: jaxmmcl ${TABLE1_ARGS[*]}" >&2
+    start=$(date +%s)
+    "$RUN_PYTHON" -m jaxmmcl.cli "${TABLE1_ARGS[@]}" || status=$?
+    echo "gpu.sh: table1 at $precision took $(( $(date +%s) - start )) s" >&2
+  done
 fi
 exit "$status"

@@ -5,13 +5,14 @@
 
 Measures on the default JAX device:
 
-* the dense matmul peak it reaches itself: float32 at the default precision (TF32 tensor
-  cores on NVIDIA), float32 at ``"highest"`` precision (true float32), and float64 (the
-  evaluation's precision), each an n^3 product (n = 8192);
+* the dense matmul peak it reaches itself at every ``train.precision`` the device offers
+  (``float32``: full float32, the default; ``tf32x3``: three TF32 passes; ``tf32``: one, XLA's
+  default for float32 on NVIDIA; ``bfloat16``), and float64 (the kernel ridge's), each an n^3
+  product (n = 8192);
 * the paper-size training step (batch 6144, d = 15, widths 150-750) for grids of 1, 8 and 30
-  vmapped runs (``--runs``): s/step, run-steps/s, GFLOP/s and the fraction of both float32
-  peaks, compile time;
-* what that rate means for Table 1 at the paper's size (30 runs x 300,000 steps);
+  vmapped runs (``--runs``) at every offered precision (``--precisions``): s/step,
+  run-steps/s, GFLOP/s and the fraction of that precision's peak, compile time;
+* what each rate means for Table 1 at the paper's size (30 runs x 300,000 steps);
 * the CPU scale's multimodal Table 1 group (15 runs, d = 6, widths 32-128, batch 256) as one
   vmapped program, in run-steps/s (the 2-core CPU: 167);
 * the paper-size evaluation: cross-validated kernel ridge at n_fit = n_test = 20,480 for
@@ -41,7 +42,8 @@ if HERE not in sys.path:
 from evaluation import make_data, ours  # noqa: E402
 from train_step import matmul_peak, measure  # noqa: E402
 
-from jaxmmcl.config import run_config_from_dict  # noqa: E402
+from jaxmmcl.config import PRECISIONS, run_config_from_dict  # noqa: E402
+from jaxmmcl.precision import GPU_ONLY  # noqa: E402
 from jaxmmcl.training import step_flops  # noqa: E402
 
 TABLE1_RUNS, TABLE1_STEPS = 30, 300_000
@@ -63,7 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, to check it runs")
     parser.add_argument("--runs", default=None, help="grid sizes (default 1,8,30; tiny 1,2)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timed call (10)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed call (5)")
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help=f"train.precision values (default: all offered of {PRECISIONS})",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eval-encodings", type=int, default=1)
     parser.add_argument("--eval-n", type=int, default=None, help="fit = test samples (20480)")
@@ -73,7 +80,10 @@ def main() -> None:
 
     tiny = args.tiny
     runs_list = [int(r) for r in (args.runs or ("1,2" if tiny else "1,8,30")).split(",")]
-    steps = args.steps or (2 if tiny else 10)
+    steps = args.steps or (2 if tiny else 5)
+    gpu = jax.default_backend() == "gpu"
+    offered = [p for p in PRECISIONS if gpu or p not in GPU_ONLY]
+    precisions = args.precisions.split(",") if args.precisions else offered
     n_mm = 256 if tiny else 8192
     eval_n = args.eval_n or (256 if tiny else 20_480)
     if tiny:
@@ -120,20 +130,20 @@ def main() -> None:
         f"{platform.node() or platform.machine()}, {os.cpu_count()} CPUs."
     )
     emit()
-    peaks = {"tf32": float("nan"), "f32": float("nan")}
+    peaks = dict.fromkeys(precisions, float("nan"))
 
     def matmul_peaks() -> None:
-        peaks["tf32"] = matmul_peak(n_mm)
-        with jax.default_matmul_precision("highest"):
-            peaks["f32"] = matmul_peak(n_mm)
-        with jax.enable_x64(True):
-            peak_f64 = matmul_peak(n_mm, repeats=3)
         emit(f"Dense matmul peak measured here ({n_mm}^3, median of 5):")
         emit()
         emit("| precision | GFLOP/s |")
         emit("| --- | --- |")
-        emit(f"| float32, default precision (TF32 on NVIDIA) | {peaks['tf32']:.0f} |")
-        emit(f"| float32, 'highest' precision | {peaks['f32']:.0f} |")
+        for name in precisions:
+            peaks[name] = matmul_peak(n_mm, precision=name)
+            emit(f"| float32 products, train.precision {name} | {peaks[name]:.0f} |")
+        peaks["default"] = matmul_peak(n_mm)
+        emit(f"| float32 products, XLA's default precision | {peaks['default']:.0f} |")
+        with jax.enable_x64(True):
+            peak_f64 = matmul_peak(n_mm, repeats=3)
         emit(f"| float64 | {peak_f64:.0f} |")
         emit()
 
@@ -142,36 +152,38 @@ def main() -> None:
         emit(
             f"Training step, {label}, {flops / 1e9:.1f} GFLOP per run-step; vmapped grid of R "
             f"runs, {steps} steps per timed call, median of {args.repeats} [min-max]; % of the "
-            "default-precision and the 'highest' peak:"
+            "peak of the step's own precision:"
         )
         emit()
         emit(
-            "| R | s/step | run-steps/s | GFLOP/s | % of TF32 peak | % of float32 peak | "
-            "compile | peak memory |"
+            "| precision | R | s/step | run-steps/s | GFLOP/s | % of its peak | compile | "
+            "peak memory |"
         )
         emit("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        s_per_step = {}
-        for runs in runs_list:
-            r = measure(config, runs, steps, args.repeats)
-            s_per_step[runs] = r["s_per_step"]
-            mem = peak_memory_gib()
-            emit(
-                f"| {runs} | {r['s_per_step']:.4f} [{r['min']:.4f}-{r['max']:.4f}] | "
-                f"{runs / r['s_per_step']:.1f} | {r['gflops']:.0f} | "
-                f"{100 * r['gflops'] / peaks['tf32']:.0f} % | "
-                f"{100 * r['gflops'] / peaks['f32']:.0f} % | "
-                f"{r['compile_s']:.1f} s | {'-' if mem is None else f'{mem:.1f} GiB'} |"
-            )
-            save()
+        table1 = {}
+        for name in precisions:
+            with_precision = config | {"train": config["train"] | {"precision": name}}
+            for runs in runs_list:
+                r = measure(with_precision, runs, steps, args.repeats)
+                if runs == TABLE1_RUNS:
+                    table1[name] = r["s_per_step"]
+                mem = peak_memory_gib()
+                emit(
+                    f"| {name} | {runs} | {r['s_per_step']:.4f} [{r['min']:.4f}-{r['max']:.4f}] "
+                    f"| {runs / r['s_per_step']:.1f} | {r['gflops']:.0f} | "
+                    f"{100 * r['gflops'] / peaks[name]:.0f} % | {r['compile_s']:.1f} s | "
+                    f"{'-' if mem is None else f'{mem:.1f} GiB'} |"
+                )
+                save()
         emit()
-        if not tiny and TABLE1_RUNS in s_per_step:
-            hours = TABLE1_STEPS * s_per_step[TABLE1_RUNS] / 3600
+        for name, s_per_step in table1.items():
+            hours = TABLE1_STEPS * s_per_step / 3600
             emit(
-                f"At this rate the paper's whole Table 1 ({TABLE1_RUNS} runs x {TABLE1_STEPS:,} "
-                f"steps, one vmapped grid) trains in **{hours:.1f} h** on this GPU (an upper "
+                f"- {name}: the paper's whole Table 1 ({TABLE1_RUNS} runs x {TABLE1_STEPS:,} "
+                f"steps, one vmapped grid) trains in **{hours:.1f} h** on this device (an upper "
                 "bound: the 15 multi-view runs are smaller, d = 10 and one shared encoder)."
             )
-            emit()
+        emit()
 
     def cpu_scale_group() -> None:
         runs, group_steps = (2, 5) if tiny else (15, 250)

@@ -128,10 +128,11 @@ def simulation_from_jax(simulation) -> TorchSimulation:
 
 
 def mix(weights: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """The invertible MLP: square maps without bias, LeakyReLU(0.2) between them."""
+    """The invertible MLP: square maps without bias (``nn.Linear``'s ``x @ W.T``), LeakyReLU(0.2)
+    between them."""
     x = z
     for layer in range(weights.shape[0]):
-        x = x @ weights[layer]
+        x = x @ weights[layer].T
         if layer < weights.shape[0] - 1:
             x = nn.functional.leaky_relu(x, MIXING_SLOPE)
     return x

@@ -18,13 +18,23 @@ import numpy as np
 
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams
 from jaxmmcl.distributed import runs_mesh
+from jaxmmcl.precision import matmul_precision
 from jaxmmcl.training import setup_grid, step_flops
 
 
-def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
-    """Measured float32 GFLOP/s of an n x n x n matrix product."""
+def matmul_peak(n: int = 4096, repeats: int = 5, precision: str | None = None) -> float:
+    """Measured float32 GFLOP/s of an n x n x n matrix product, at XLA's default precision or
+    at a ``train.precision`` name (:mod:`jaxmmcl.precision`)."""
     a = jax.random.normal(jax.random.key(0), (n, n))
-    f = jax.jit(lambda a: a @ a)
+    if precision is None:
+        f = jax.jit(lambda a: a @ a)
+    else:
+
+        def product(a):
+            with matmul_precision(precision):
+                return a @ a
+
+        f = jax.jit(product)
     f(a).block_until_ready()
     times = []
     for _ in range(repeats):

@@ -3,7 +3,7 @@
     jaxmmcl run SWEEP.yaml --out DIR [--scale NAME] [--set key=value ...] [options]
     jaxmmcl reproduce NAME [--out DIR] [--scale cpu|paper] [--set key=value ...] [options]
     jaxmmcl report DIR
-    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--quiet]
+    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
 
 (The image/text commands live in :mod:`jaxmmcl.imgtxt.cli`.)
@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     common(reproduce)
     reproduce.add_argument(
         "--data", help="imgtxt only: a Multimodal3DIdent root (default: rendered in memory)"
+    )
+    reproduce.add_argument(
+        "--fresh-batches",
+        action="store_true",
+        help="imgtxt only: render a fresh batch every step instead of a fixed training split",
     )
 
     report = sub.add_parser("report", help="rewrite the tables and figures of a sweep folder")
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reproduce":
             if args.data is not None:
                 raise ConfigError(f"--data: only for reproduce imgtxt, not {args.name!r}")
+            if args.fresh_batches:
+                raise ConfigError(f"--fresh-batches: only for reproduce imgtxt, not {args.name!r}")
             if args.name not in available_sweeps():
                 raise ConfigError(
                     f"reproduce: unknown experiment {args.name!r} "

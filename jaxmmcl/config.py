@@ -27,6 +27,9 @@ import jax.numpy as jnp
 from flax import struct
 
 MIXING_TYPES = ("mlp", "linear")
+DRAWS = ("jax", "official")
+INITS = ("torch", "lecun")
+PRECISIONS = ("float32", "tf32x3", "tf32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
 NONLINEAR_REGRESSORS = ("kernel_ridge", "mlp")
 DISCRETE_BLOCKS = ("none", "c", "s", "m")
@@ -82,6 +85,12 @@ class SimulationConfig:
         must be non-empty, and it excludes statistical dependence (any block) and, for a
         discrete style, causal dependence (checked by :class:`RunConfig`).
       n_classes: classes per discrete component, >= 2; unused when ``discrete`` is ``"none"``.
+      draws: where the per-simulation parameters (covariances, mechanisms, B and a) come from:
+        ``"jax"`` (the default) draws them from the run's key; ``"official"`` draws those of
+        the official ``main_mlp.py --seed SEED`` with its own generators (SciPy, NumPy's
+        global state, a ``torch.Generator``), so that a run and an official run of the same
+        seed see the same simulation (:mod:`jaxmmcl.official`). Needs ``mixing: mlp``,
+        ``discrete: none`` and, for causal dependence, PyTorch.
     """
 
     n_c: int = 5
@@ -92,6 +101,7 @@ class SimulationConfig:
     shared_mixing: bool = False
     discrete: str = "none"
     n_classes: int = 5
+    draws: str = "jax"
 
     def __post_init__(self):
         _check_int("simulation.n_c", self.n_c, 1)
@@ -102,6 +112,14 @@ class SimulationConfig:
         _check_bool("simulation.shared_mixing", self.shared_mixing)
         _check_choice("simulation.discrete", self.discrete, DISCRETE_BLOCKS)
         _check_int("simulation.n_classes", self.n_classes, 2)
+        _check_choice("simulation.draws", self.draws, DRAWS)
+        if self.draws == "official":
+            for key, value, needed in (
+                ("simulation.mixing", self.mixing, "mlp"),
+                ("simulation.discrete", self.discrete, "none"),
+            ):
+                if value != needed:
+                    _fail(key, value, f"{needed!r} with simulation.draws = 'official'")
         size = {"c": self.n_c, "s": self.n_s, "m": self.n_m}.get(self.discrete)
         if size == 0:
             _fail(
@@ -124,11 +142,15 @@ class ModelConfig:
       widths: hidden layer widths, or ``"paper"`` for (10d, 50d, 50d, 50d, 50d, 10d).
       encoding_size: output size; 0 means n_c (the paper's default).
       shared_encoder: one encoder for both modalities (g1 = g2).
+      init: the encoders' initialisation: ``"torch"`` (PyTorch's ``nn.Linear`` default, as the
+        official encoders; the default) or ``"lecun"`` (Flax's ``nn.Dense`` default: LeCun-normal
+        weights, zero biases); see :mod:`jaxmmcl.encoders`.
     """
 
     widths: tuple[int, ...] | str = "paper"
     encoding_size: int = 0
     shared_encoder: bool = False
+    init: str = "torch"
 
     def __post_init__(self):
         if isinstance(self.widths, list | tuple):
@@ -141,6 +163,7 @@ class ModelConfig:
             _fail("model.widths", self.widths, "a list of positive integers or 'paper'")
         _check_int("model.encoding_size", self.encoding_size, 0)
         _check_bool("model.shared_encoder", self.shared_encoder)
+        _check_choice("model.init", self.init, INITS)
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,12 @@ class TrainConfig:
       schedule: learning-rate schedule multiplier: ``"constant"`` or ``"cosine"`` (decay to 0).
       warmup_steps: linear warm-up steps before the schedule.
       log_every: steps per compiled chunk; loss is recorded and progress shown per chunk.
+      precision: how the training step's float32 matrix products (encoders and loss) are
+        computed: ``"float32"`` (the default: full float32, as the official PyTorch code),
+        ``"tf32x3"`` (XLA's three-pass TF32 algorithm, about float32's accuracy on tensor
+        cores), ``"tf32"`` (one TF32 pass: XLA's default for float32 on NVIDIA GPUs) or
+        ``"bfloat16"`` (bfloat16 inputs, float32 accumulation). The TF32 choices need a GPU.
+        See :mod:`jaxmmcl.precision`; evaluation always computes in float32 or float64.
     """
 
     batch_size: int = 6144
@@ -162,6 +191,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     log_every: int = 1000
+    precision: str = "float32"
 
     def __post_init__(self):
         _check_int("train.batch_size", self.batch_size, 2)
@@ -170,6 +200,7 @@ class TrainConfig:
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_int("train.warmup_steps", self.warmup_steps, 0)
         _check_int("train.log_every", self.log_every, 1)
+        _check_choice("train.precision", self.precision, PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -180,30 +211,37 @@ class EvalConfig:
       n_fit: fresh samples the regressors are fitted on (paper: 20,480).
       n_test: fresh held-out samples R^2 is scored on (paper: 20,480).
       nonlinear: ``"kernel_ridge"`` (the paper's cross-validated RBF kernel ridge) or ``"mlp"``
-        (a small MLP regressor, cheaper at large n). Discrete blocks are also scored by
-        accuracy, always with logistic regression and an MLP classifier.
-      mlp_steps: full-batch Adam steps of the MLP regressor.
-      mlp_epochs: the most epochs of the MLP classifier (scikit-learn's ``max_iter``; the
-        paper's evaluation sets 1000; it stops earlier when its loss stalls).
-      intervention: the permuted-content test: both evaluation sets are drawn with modality 2's
-        content permuted across the set before mixing, and the permuted content is scored as
-        the extra block ``c_perm`` (see :mod:`jaxmmcl.evaluation.protocol`).
+        (the official code's lighter option, scikit-learn's ``MLPRegressor(max_iter=1000)``,
+        one per block). Discrete blocks are also scored by accuracy, always with logistic
+        regression and an MLP classifier.
+      mlp_epochs: the most epochs of the MLP regressor and of the MLP classifier
+        (scikit-learn's ``max_iter``; the official evaluation sets 1000; both stop earlier when
+        their loss stalls).
+      intervention: the official permuted-content test: both evaluation sets are drawn with
+        the content permuted across the set, by one permutation, in both modalities before
+        mixing; the permuted content c' is scored as the extra block ``c_perm`` beside the
+        original c (see :mod:`jaxmmcl.evaluation.protocol`).
+      val_batches, val_batch_size: the validation loss is the mean loss of this many fresh
+        batches of this many pairs (each with as many independent negatives); the official
+        code's 5 batches of 4096 by default, at every scale.
     """
 
     n_fit: int = 20_480
     n_test: int = 20_480
     nonlinear: str = "kernel_ridge"
-    mlp_steps: int = 1000
     mlp_epochs: int = 1000
     intervention: bool = False
+    val_batches: int = 5
+    val_batch_size: int = 4096
 
     def __post_init__(self):
         _check_int("eval.n_fit", self.n_fit, 6)
         _check_int("eval.n_test", self.n_test, 2)
         _check_choice("eval.nonlinear", self.nonlinear, NONLINEAR_REGRESSORS)
-        _check_int("eval.mlp_steps", self.mlp_steps, 1)
         _check_int("eval.mlp_epochs", self.mlp_epochs, 1)
         _check_bool("eval.intervention", self.intervention)
+        _check_int("eval.val_batches", self.val_batches, 1)
+        _check_int("eval.val_batch_size", self.val_batch_size, 2)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,12 @@
 
 Encoder parameters are a dict ``{"g1": ...}`` for a shared encoder (g2 = g1) or
 ``{"g1": ..., "g2": ...}`` for one encoder per modality.
+
+Initialisation (``model.init``): ``"torch"`` (the default) is PyTorch's default for
+``nn.Linear``, which the official encoders use: weights and biases uniform in
+``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (weight variance ``1 / (3 fan_in)``). ``"lecun"`` is
+Flax's default for ``nn.Dense``: LeCun-normal weights (variance ``1 / fan_in``, three times the
+reference's) and zero biases.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmmcl.config import StaticConfig
+from jaxmmcl.config import INITS, StaticConfig
 
 NEGATIVE_SLOPE = 0.01
 # Hidden widths are computed padded to a multiple of this many float32 elements (64 bytes).
@@ -28,26 +34,47 @@ def padded_width(width: int) -> int:
     return -(-width // PADDED_MULTIPLE) * PADDED_MULTIPLE
 
 
+def torch_uniform(fan_in: int) -> nn.initializers.Initializer:
+    """PyTorch's default ``nn.Linear`` initialiser for weights and biases of a layer with
+    ``fan_in`` inputs: uniform in ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``."""
+    bound = 1.0 / fan_in**0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def initializers(init: str, fan_in: int) -> tuple[nn.initializers.Initializer, ...]:
+    """``(kernel_init, bias_init)`` of a dense layer with ``fan_in`` inputs (module docstring)."""
+    if init == "torch":
+        return torch_uniform(fan_in), torch_uniform(fan_in)
+    if init == "lecun":
+        return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
+    raise ValueError(f"model.init: expected one of {', '.join(INITS)}, got {init!r}")
+
+
 class PaddedDense(nn.Module):
-    """``nn.Dense`` with the same parameters and initialisation, computed on zero-padded sizes.
+    """A dense layer ``x @ kernel + bias`` computed on zero-padded sizes.
 
     The parameters are ``kernel`` ``(in_features, features)`` and ``bias`` ``(features,)``, as
-    ``nn.Dense`` makes them. The input may carry zero columns beyond ``in_features``; the kernel
-    is padded with zero rows to match (so those columns, whatever they hold, add nothing) and,
-    when ``pad_output``, with zero columns up to :func:`padded_width`. The padding is inside the
+    ``nn.Dense`` makes them, initialised by ``init_scheme`` (:func:`initializers`). The input may
+    carry zero columns beyond ``in_features``; the kernel is padded with zero rows to match (so
+    those columns, whatever they hold, add nothing) and, when ``pad_output``, with zero columns
+    up to :func:`padded_width`. The padding is inside the
     computation: gradients reach the true parameters only, and the model is the unpadded one.
     """
 
     features: int
     in_features: int
     pad_output: bool
+    init_scheme: str = "torch"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (self.in_features, self.features)
-        )
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        kernel_init, bias_init = initializers(self.init_scheme, self.in_features)
+        kernel = self.param("kernel", kernel_init, (self.in_features, self.features))
+        bias = self.param("bias", bias_init, (self.features,))
         extra_out = padded_width(self.features) - self.features if self.pad_output else 0
         extra_in = x.shape[-1] - self.in_features
         if extra_in or extra_out:
@@ -65,21 +92,28 @@ class MLPEncoder(nn.Module):
 
     widths: Sequence[int]
     encoding_size: int
+    init_scheme: str = "torch"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         in_features = x.shape[-1]
         for i, width in enumerate(self.widths):
-            layer = PaddedDense(width, in_features, pad_output=True, name=f"Dense_{i}")
+            layer = PaddedDense(width, in_features, True, self.init_scheme, name=f"Dense_{i}")
             x = nn.leaky_relu(layer(x), NEGATIVE_SLOPE)
             in_features = width
-        last = f"Dense_{len(self.widths)}"
-        return PaddedDense(self.encoding_size, in_features, pad_output=False, name=last)(x)
+        last = PaddedDense(
+            self.encoding_size,
+            in_features,
+            False,
+            self.init_scheme,
+            name=f"Dense_{len(self.widths)}",
+        )
+        return last(x)
 
 
 def encoder_module(static: StaticConfig) -> MLPEncoder:
     """The encoder architecture of a static config."""
-    return MLPEncoder(widths=static.widths, encoding_size=static.encoding_size)
+    return MLPEncoder(static.widths, static.encoding_size, static.model.init)
 
 
 def init_encoders(key: jax.Array, static: StaticConfig) -> dict:

@@ -78,10 +78,13 @@ def init_mixings(key: jax.Array, dim: int, n_layers: int, count: int) -> jnp.nda
 
 
 def apply_mixing(weights: jnp.ndarray, z: jnp.ndarray, kind: str) -> jnp.ndarray:
-    """Applies a mechanism to latents ``z`` of shape ``(n, dim)``; returns ``(n, dim)``."""
+    """Applies a mechanism to latents ``z`` of shape ``(n, dim)``; returns ``(n, dim)``.
+
+    ``weights`` is ``(n_layers, dim, dim)``; layer l maps ``x`` to ``x @ weights[l].T``.
+    """
     x = z
     for layer in range(weights.shape[0]):
-        x = x @ weights[layer]
+        x = x @ weights[layer].T
         if kind == "mlp" and layer < weights.shape[0] - 1:
             x = jax.nn.leaky_relu(x, NEGATIVE_SLOPE)
     return x
@@ -93,5 +96,5 @@ def invert_mixing(weights: jnp.ndarray, x: jnp.ndarray, kind: str) -> jnp.ndarra
     for layer in reversed(range(weights.shape[0])):
         if kind == "mlp" and layer < weights.shape[0] - 1:
             z = jnp.where(z >= 0, z, z / NEGATIVE_SLOPE)
-        z = jnp.linalg.solve(weights[layer].T, z.T).T
+        z = jnp.linalg.solve(weights[layer], z.T).T
     return z

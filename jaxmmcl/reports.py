@@ -563,7 +563,38 @@ def _table_section(rows: list[dict[str, Any]], entry: dict[str, Any]) -> _Sectio
         caption="bars: mean over seeds of the two encodings' scores; error bars: ± 1 std",
     )
     table = paper_table(rows, row_axis=row_axis, column_axis=column_axis, score=score)
+    table += "\n" + cell_legend(rows, column_axis) + "\n"
     return _Section(title, explanation, table, figure, f"{row_axis}-{column_axis}-{score}")
+
+
+def cell_legend(rows: Sequence[dict[str, Any]], column_axis: str) -> str:
+    """In words, what each column of :func:`paper_table` averages: per value of
+    ``column_axis`` and block, the encodings and the ground-truth blocks they are scored on,
+    and whether the encodings share one encoder."""
+    lines = []
+    for column in dict.fromkeys(r[column_axis] for r in rows):
+        mine = [r for r in rows if r[column_axis] == column]
+        shared = {r.get("model.shared_encoder") for r in mine} == {True}
+        parts = []
+        for block, name in (("c", "content"), ("s", "style"), ("m", "modality-specific")):
+            pairs = dict.fromkeys(
+                (r["encoder"], r["factor"])
+                for r in mine
+                if _own_factor(r["encoder"], r["factor"]) == block
+            )
+            if pairs:
+                scored = " and ".join(f"{e} on {f}" for e, f in pairs)
+                parts.append(f"{block} ({name}) averages {scored}")
+            else:
+                parts.append(f"{block}: no such block in these runs")
+        if "model.shared_encoder" not in mine[0]:
+            encoders = ""
+        elif shared:
+            encoders = ", one encoder shared by both modalities (h1 = g(x1), h2 = g(x2))"
+        else:
+            encoders = ", one encoder per modality (h1 = g1(x1), h2 = g2(x2))"
+        lines.append(f"- **{column}**{encoders}: " + "; ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def _lines_section(

@@ -46,6 +46,7 @@ from jaxmmcl.distributed import (
     to_host,
 )
 from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
+from jaxmmcl.precision import check_supported
 from jaxmmcl.reports import FIXED_COLUMNS, SCORE_COLUMNS, write_atomic, write_csv, write_report
 from jaxmmcl.sweeps import Run, Sweep
 from jaxmmcl.training import GridResult, memory_per_run, step_flops, train_grid
@@ -94,10 +95,15 @@ def plan_sweep(sweep: Sweep, mesh: Mesh, max_runs: int | None = None) -> list[Pr
       sweep: the sweep.
       mesh: the device mesh the runs are sharded over.
       max_runs: an upper bound on runs per program (default: from the memory estimate).
+
+    Raises:
+      ConfigError: a group asks for a ``train.precision`` the mesh's devices cannot compute.
     """
     programs = []
     budget = MEMORY_FRACTION * device_memory_bytes()
+    platform = mesh.devices.flat[0].platform
     for g, (static, runs) in enumerate(sweep.groups()):
+        check_supported(static.train.precision, platform)
         per_device = max(1, int(budget // memory_per_run(static)))
         limit = per_device * mesh.size
         if max_runs is not None:
@@ -329,6 +335,7 @@ def run_sweep(
     """
     out = Path(out_dir)
     mesh = mesh if mesh is not None else runs_mesh()
+    programs = plan_sweep(sweep, mesh, max_runs)
     _check_folder(out, sweep, resume, force)
     # Every process checks the folder before any writes to it: a process that looked after
     # process 0 had written config.yaml would take the new sweep for an old one.
@@ -341,7 +348,6 @@ def run_sweep(
         state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
     barrier("folder written")
-    programs = plan_sweep(sweep, mesh, max_runs)
     finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
     progress = SweepProgress(programs, show_progress and writer)
     start = time.perf_counter()

@@ -55,21 +55,24 @@ def sample_pairs(
 def sample_intervened_pairs(
     key: jax.Array, simulation: Simulation, sim: SimulationConfig, n: int
 ) -> tuple[jnp.ndarray, jnp.ndarray, Latents, jnp.ndarray]:
-    """Draws ``n`` pairs whose content is permuted across the set in modality 2 only.
+    """Draws ``n`` pairs whose content is permuted across the set in both modalities.
 
-    The intervention test: ``c_perm = c[perm]`` with one random permutation ``perm`` of the
-    ``n`` samples (the same for every content component), ``x1 = f1(c, s, m1)`` and
-    ``x2 = f2(c_perm, s_tilde, m2)``. The modalities then share no content sample by sample,
-    while each one's content has its usual distribution.
+    The official permuted-content test (``main_mlp.py --permuted-content``): with one random
+    permutation ``perm`` of the ``n`` samples (the same for every content component and for
+    both modalities), ``c_perm = c[perm]``, ``x1 = f1(c_perm, s, m1)`` and
+    ``x2 = f2(c_perm, s_tilde, m2)``. The inputs carry the permuted content, while s, s_tilde,
+    m1 and m2 stay as drawn (under causal dependence they still depend on the original c).
 
     Returns:
-      ``(x1, x2, latents, c_perm)``: observations ``(n, d)`` each, the latents (``latents.c``
-      is modality 1's content) and modality 2's content ``(n, n_c)``.
+      ``(x1, x2, latents, c_perm)``: observations ``(n, d)`` each, the latents as drawn
+      (``latents.c`` is the original content) and the permuted content ``(n, n_c)`` the inputs
+      carry.
     """
     k_latents, k_perm = jax.random.split(key)
     latents = sample_latents(k_latents, simulation.latents, n)
     c_perm = latents.c[jax.random.permutation(k_perm, n)]
+    z1 = jnp.concatenate([c_perm, latents.s, latents.m1], axis=-1)
     z2 = jnp.concatenate([c_perm, latents.s_tilde, latents.m2], axis=-1)
-    x1 = apply_mixing(simulation.mixing1, latents.z1, sim.mixing)
+    x1 = apply_mixing(simulation.mixing1, z1, sim.mixing)
     x2 = apply_mixing(simulation.mixing2, z2, sim.mixing)
     return x1, x2, latents, c_perm

@@ -30,7 +30,7 @@ from flax import struct
 from jax.sharding import Mesh, PartitionSpec
 from jax.typing import ArrayLike
 
-from jaxmmcl.config import HyperArrays, StaticConfig, TrainConfig
+from jaxmmcl.config import HyperArrays, SimulationConfig, StaticConfig, TrainConfig
 from jaxmmcl.distributed import (
     RUNS,
     mesh_for_runs,
@@ -42,6 +42,8 @@ from jaxmmcl.distributed import (
 )
 from jaxmmcl.encoders import encode, init_encoders
 from jaxmmcl.losses import symmetric_info_nce
+from jaxmmcl.official import official_simulations
+from jaxmmcl.precision import check_supported, matmul_precision
 from jaxmmcl.simulation import Simulation, init_simulation, sample_pairs
 
 
@@ -100,12 +102,38 @@ def init_state(seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig) -> T
     return TrainState(params, opt_state, step_key, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
 
+def draw_simulations(seeds: ArrayLike, hypers: HyperArrays, static: StaticConfig) -> Simulation:
+    """The simulations of R runs (stacked, leading axis R), drawn on one local device.
+
+    From each run's simulation key, or with ``simulation.draws: official`` by the official
+    code's generators on the host (:mod:`jaxmmcl.official`).
+    """
+    if static.simulation.draws == "official":
+        return official_simulations(seeds, hypers, static.simulation)
+    with jax.default_device(jax.local_devices()[0]):
+        return _simulate_program(static.simulation)(jnp.asarray(seeds, jnp.uint32), hypers)
+
+
+@functools.cache
+def _simulate_program(sim: SimulationConfig) -> Callable:
+    # On one device: the mechanisms' rejection sampler is a data-dependent while_loop, which
+    # hangs XLA's CPU runtime when it is partitioned over several devices; simulations are small.
+    return jax.jit(jax.vmap(lambda seed, hyper: init_simulation(run_keys(seed)[0], sim, hyper)))
+
+
 def init_run(
-    seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig
+    seed: int | jnp.ndarray, hyper: HyperArrays, static: StaticConfig
 ) -> tuple[Simulation, TrainState]:
-    """Draws the run's simulation (from its simulation key) and its initial training state."""
-    simulation = init_simulation(run_keys(seed)[0], static.simulation, hyper)
-    return simulation, init_state(seed, hyper, static)
+    """Draws the run's simulation (see :func:`draw_simulations`) and its initial training
+    state. Traceable with the default ``simulation.draws: jax``; official draws need a
+    concrete seed and hyperparameters (host values)."""
+    if static.simulation.draws == "official":
+        stacked = jax.tree.map(lambda x: np.asarray(x)[None], hyper)
+        simulation = official_simulations(np.asarray([seed]), stacked, static.simulation)
+        simulation = jax.tree.map(lambda x: jnp.asarray(x[0]), simulation)
+    else:
+        simulation = init_simulation(run_keys(seed)[0], static.simulation, hyper)
+    return simulation, init_state(jnp.asarray(seed), hyper, static)
 
 
 def batch_loss(
@@ -114,9 +142,11 @@ def batch_loss(
     simulation: Simulation,
     hyper: HyperArrays,
     static: StaticConfig,
+    batch_size: int | None = None,
 ) -> jnp.ndarray:
-    """The loss on one fresh batch: ``batch_size`` pairs and as many independent negatives."""
-    n = static.train.batch_size
+    """The loss on one fresh batch: ``batch_size`` pairs (default ``train.batch_size``) and as
+    many independent negatives."""
+    n = static.train.batch_size if batch_size is None else batch_size
     x1, x2, _ = sample_pairs(key, simulation, static.simulation, 2 * n)
     h1, h2 = encode(params, static, x1, x2)
     return symmetric_info_nce(h1[:n], h2[:n], h1[n:], h2[n:], hyper.temperature)
@@ -125,9 +155,16 @@ def batch_loss(
 def train_step(
     state: TrainState, simulation: Simulation, hyper: HyperArrays, static: StaticConfig
 ) -> tuple[TrainState, jnp.ndarray]:
-    """One optimiser step of one run; returns the new state and the step's loss."""
+    """One optimiser step of one run; returns the new state and the step's loss.
+
+    The step's products (encoders and loss, forward and backward) compute at
+    ``train.precision`` (:mod:`jaxmmcl.precision`).
+    """
     key, batch_key = jax.random.split(state.key)
-    loss, grads = jax.value_and_grad(batch_loss)(state.params, batch_key, simulation, hyper, static)
+    with matmul_precision(static.train.precision):
+        loss, grads = jax.value_and_grad(batch_loss)(
+            state.params, batch_key, simulation, hyper, static
+        )
     tx = make_optimizer(hyper.learning_rate, static.train)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -239,15 +276,11 @@ class GridPrograms(NamedTuple):
     """The jitted programs of a group, over runs (see :func:`grid_programs`).
 
     Attributes:
-      simulate: ``(seeds, hypers) -> simulation``, on one device of this process: the
-        mechanisms' rejection sampler is a data-dependent ``while_loop``, which hangs XLA's CPU
-        runtime when it is partitioned over several devices; simulations are small and cheap.
       init_state: ``(seeds, hypers) -> TrainState``, sharded over the mesh.
       chunk: ``(state, simulation, hypers, n_steps) -> (state, mean losses)``, sharded over the
         mesh, ``n_steps`` static, donating the state.
     """
 
-    simulate: Callable
     init_state: Callable
     chunk: Callable
 
@@ -275,9 +308,6 @@ def grid_programs(static: StaticConfig, mesh: Mesh, at_once: int | None = None) 
 
         return jax.shard_map(mapped, mesh=mesh, in_specs=runs, out_specs=runs)
 
-    def simulate(seed, hyper):
-        return init_simulation(run_keys(seed)[0], static.simulation, hyper)
-
     def chunk(state, simulation, hyper, n_steps):
         def one(state, simulation, hyper):
             return train_chunk(state, simulation, hyper, static, n_steps)
@@ -285,7 +315,6 @@ def grid_programs(static: StaticConfig, mesh: Mesh, at_once: int | None = None) 
         return per_device_chunk(one)(state, simulation, hyper)
 
     return GridPrograms(
-        simulate=jax.jit(jax.vmap(simulate)),
         init_state=jax.jit(per_device(lambda seed, hyper: init_state(seed, hyper, static))),
         chunk=jax.jit(chunk, static_argnums=3, donate_argnums=0),
     )
@@ -360,8 +389,8 @@ def setup_grid(
 
     The mesh (default: every device of every process) shrinks to R devices for a smaller
     single-process group (:func:`jaxmmcl.distributed.mesh_for_runs`); the runs are padded to a
-    multiple of its size by repeating the first. Simulations are drawn on one local device and
-    then sharded, so they never depend on the device count.
+    multiple of its size by repeating the first. Simulations are drawn on one local device (or
+    the host) and then sharded, so they never depend on the device count.
 
     Args:
       static: the group's static config.
@@ -377,11 +406,11 @@ def setup_grid(
         at_once = runs_at_once(mesh)
     elif at_once is not None and (not isinstance(at_once, int) or at_once < 1):
         raise ValueError(f"at_once: expected None, 'auto' or an integer >= 1, got {at_once!r}")
+    check_supported(static.train.precision, mesh.devices.flat[0].platform)
     programs = grid_programs(static, mesh, at_once)
     seeds = np.asarray(seeds, np.uint32)
     seeds, hypers = pad_runs((seeds, jax.device_get(hypers)), padded_size(runs, mesh))
-    with jax.default_device(jax.local_devices()[0]):
-        simulation = programs.simulate(seeds, hypers)
+    simulation = draw_simulations(seeds, hypers, static)
     simulation, seeds, hypers = shard_runs((jax.device_get(simulation), seeds, hypers), mesh)
     return GridSetup(programs, simulation, hypers, programs.init_state(seeds, hypers))
 

@@ -17,7 +17,14 @@ TINY = {
     "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
     "model": {"widths": [16, 16]},
     "train": {"batch_size": 32, "steps": 20, "log_every": 10, "learning_rate": 1e-3},
-    "eval": {"n_fit": 64, "n_test": 64, "nonlinear": "mlp", "mlp_steps": 20, "mlp_epochs": 20},
+    "eval": {
+        "n_fit": 64,
+        "n_test": 64,
+        "nonlinear": "mlp",
+        "mlp_epochs": 20,
+        "val_batches": 2,
+        "val_batch_size": 32,
+    },
 }
 
 

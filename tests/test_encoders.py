@@ -1,4 +1,5 @@
-"""The encoders: padded computation, unpadded model (oracle: plain ``nn.Dense`` layers)."""
+"""The encoders: padded computation, unpadded model (oracle: plain ``nn.Dense`` layers), and
+PyTorch's default initialisation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmmcl.encoders import NEGATIVE_SLOPE, MLPEncoder, padded_width
+from jaxmmcl.encoders import NEGATIVE_SLOPE, MLPEncoder, initializers, padded_width
 
 
 class ReferenceMLP(nn.Module):
@@ -19,9 +20,13 @@ class ReferenceMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        def dense(x, width):
+            kernel_init, bias_init = initializers("torch", x.shape[-1])
+            return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init)(x)
+
         for width in self.widths:
-            x = nn.leaky_relu(nn.Dense(width)(x), NEGATIVE_SLOPE)
-        return nn.Dense(self.encoding_size)(x)
+            x = nn.leaky_relu(dense(x, width), NEGATIVE_SLOPE)
+        return dense(x, self.encoding_size)
 
 
 def test_padded_width_rounds_up_to_the_multiple():
@@ -64,3 +69,26 @@ def test_aligned_widths_compute_without_padding():
     padded = MLPEncoder((30, 128), 2)
     params = padded.init(jax.random.key(0), jnp.zeros((1, 6)))
     assert "pad" in str(jax.make_jaxpr(padded.apply)(params, jnp.zeros((8, 6))))
+
+
+@pytest.mark.parametrize("fan_in", [6, 300])
+def test_initialisation_is_pytorchs_nn_linear_default(fan_in):
+    """Weights and biases uniform in +-1/sqrt(fan_in): PyTorch's nn.Linear default (the
+    official encoders'). A uniform's variance is bound^2 / 3, a third of LeCun-normal's
+    1 / fan_in; the test tells them apart and catches zero biases."""
+    module = MLPEncoder((400, 400), 3)
+    params = module.init(jax.random.key(0), jnp.zeros((1, fan_in)))["params"]
+    first = params["Dense_0"]
+    bound = 1.0 / np.sqrt(fan_in)
+    for values in (np.asarray(first["kernel"]).ravel(), np.asarray(first["bias"])):
+        assert np.all(np.abs(values) <= bound) and np.max(np.abs(values)) > 0.95 * bound
+        # 400+ draws: the sample variance is within 20 % of bound^2 / 3 (about 5 sigma).
+        np.testing.assert_allclose(np.var(values), bound**2 / 3, rtol=0.2)
+    hidden = np.asarray(params["Dense_1"]["kernel"])
+    np.testing.assert_allclose(np.var(hidden), 1 / (3 * 400), rtol=0.05)
+    lecun = MLPEncoder((400, 400), 3, init_scheme="lecun").init(
+        jax.random.key(0), jnp.zeros((1, 300))
+    )
+    lecun = lecun["params"]
+    np.testing.assert_allclose(np.var(lecun["Dense_1"]["kernel"]), 1 / 400, rtol=0.05)
+    assert not np.any(lecun["Dense_1"]["bias"])

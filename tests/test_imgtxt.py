@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
-import re
-import string
 import subprocess
 import sys
 
@@ -85,52 +84,118 @@ def test_every_shape_differs_from_every_other():
             assert np.abs(images[i] - images[j]).max() > 0.1, (i, j)
 
 
-def _template_regex(template: str) -> re.Pattern:
-    pattern = ""
-    for literal, field, _, _ in string.Formatter().parse(template):
-        pattern += re.escape(literal)
-        if field is not None:
-            pattern += f"(?P<{field}>.+?)"
-    return re.compile(pattern + "$")
+def official_color_name(hue: float, palette: dict) -> str:
+    """generate_latents.py's ColorPalette.nearest_neighbor(hue_to_rgb(hue)), as it is written."""
+    import colorsys
+
+    import matplotlib.colors
+
+    rgb_to_name = {matplotlib.colors.to_rgb(v): k for k, v in palette.items()}
+    target = np.array(colorsys.hsv_to_rgb(hue, 1.0, 1.0))
+    min_dist, nearest = np.inf, None
+    for rgb in rgb_to_name:
+        dist = np.linalg.norm(np.array(rgb) - target)
+        if dist < min_dist:
+            min_dist, nearest = dist, rgb
+    return rgb_to_name[nearest]
 
 
-def test_captions_follow_the_templates_and_the_factors():
-    f = factors.sample_factors(jax.random.key(0), 64)
-    caps = text.captions(f)
+def test_colour_names_and_indices_are_the_generators():
+    """Names with their palette prefixes, index = position among the sorted keys of the three
+    palettes, and the name of a hue the generator's nearest neighbour: at random hues, at
+    0, 0.5 and 1, and at the float32 hues on both sides of every interval bound."""
+    import matplotlib.colors as mcolors
+
+    tables = (mcolors.TABLEAU_COLORS, mcolors.CSS4_COLORS, mcolors.XKCD_COLORS)
     names = factors.color_names()
+    assert names == tuple(sorted([*tables[0], *tables[1], *tables[2]]))
+    assert {"tab:blue", "blue", "xkcd:bright aqua"} <= set(names)
+    bounds = factors.palettes().bounds
+    rng = np.random.default_rng(0)
+    for p, table in enumerate(tables):
+        edges = bounds[p][np.isfinite(bounds[p])]
+        hues = [*rng.random(40).astype(np.float32), 0.0, 0.5, 1.0]
+        hues += [*edges, *np.nextafter(edges, np.float32(0))]
+        hues = np.asarray(hues, np.float32)
+        got = np.asarray(factors.color_index(hues, np.full(hues.shape, p, np.int32)))
+        expected = [names.index(official_color_name(float(h), table)) for h in hues]
+        np.testing.assert_array_equal(got, expected)
+    # CSS4's aqua and cyan share #00FFFF: the generator's {rgb: name} keeps the later name.
+    assert names[int(factors.color_index(np.float32(0.5), np.int32(1)))] == "cyan"
+
+
+def test_captions_are_the_datasets_sentences_character_for_character():
+    expected = [
+        'A teapot of "tab:blue" color is visible, positioned at the top-left of the image.',
+        'A "xkcd:bright aqua" hare is at the mid-center of the image.',
+        'The bottom-right of the image shows a "blue" colored dragon.',
+        'At the top-center of the picture is a cow in "xkcd:robin\'s egg" color.',
+        'At the mid-left of the image, there is a "aqua" object in the form of a head.',
+    ]
+    given = [
+        (0, 0, 0, "tab:blue"),
+        (1, 1, 1, "xkcd:bright aqua"),
+        (2, 2, 2, "blue"),
+        (3, 1, 0, "xkcd:robin's egg"),
+        (6, 0, 1, "aqua"),
+    ]
+    for phrasing, ((shape, x, y, color), sentence) in enumerate(zip(given, expected, strict=True)):
+        assert text.caption(shape, x, y, color, phrasing) == sentence
+    # A batch's captions: its factors' words in its phrasings.
+    f = factors.sample_factors(jax.random.key(0), 64)
     index = np.asarray(factors.color_index(f.hue, f.palette))
-    rgb = np.asarray(factors.hsv_to_rgb(f.hue, 1.0, 1.0))
-    table = factors.palettes()
-    for i, caption in enumerate(caps):
-        match = _template_regex(text.TEMPLATES[int(f.phrasing[i])]).match(caption)
-        assert match, caption
-        assert match["shape"] == text.SHAPE_NAMES[int(f.shape[i])]
-        assert match["xpos"] == text.XPOS_NAMES[int(f.xpos[i])]
-        assert match["ypos"] == text.YPOS_NAMES[int(f.ypos[i])]
-        assert match["color"] == names[index[i]]
-        # The named colour is the nearest entry of the chosen palette.
-        p = int(f.palette[i])
-        dists = np.sum((table.rgb[p] - rgb[i]) ** 2, axis=-1)
-        assert table.index[p, np.argmin(dists)] == index[i]
+    for i, caption in enumerate(text.captions(f)):
+        assert caption == text.PHRASES[int(f.phrasing[i])].format(
+            SHAPE=text.SHAPE_NAMES[int(f.shape[i])],
+            XPOS=text.XPOS_NAMES[int(f.xpos[i])],
+            YPOS=text.YPOS_NAMES[int(f.ypos[i])],
+            COLOR=factors.color_names()[index[i]],
+        )
     assert set(np.asarray(f.phrasing).tolist()) == set(range(5))
 
 
-def test_vocabulary_and_tokenisation_round_trip(tmp_path):
-    f = factors.sample_factors(jax.random.key(1), 32)
-    caps = text.captions(f)
-    vocab = text.Vocabulary.build(caps)
-    assert vocab.tokens[:3] == ("{pad}", "{eos}", "{unk}")
-    assert vocab.max_length == max(len(text.split_words(c)) for c in caps) + 1
-    ids = vocab.encode(caps)
-    assert ids.shape == (32, vocab.max_length)
-    assert vocab.decode(ids) == [text.split_words(c) for c in caps]
-    vocab.save(tmp_path / "v.json")
-    assert text.Vocabulary.load(tmp_path / "v.json") == vocab
-    assert vocab.decode(vocab.encode(["zebra quagga"])) == [["{unk}", "{unk}"]]
-    # Captions built inside a traced program equal tokenised caption strings.
+def test_tokens_are_nltks_word_tokenize_on_every_phrasing_and_colour_name():
+    from nltk.tokenize import word_tokenize
+
+    tokens = text.tokenize('At the top-left of the image, there is a "xkcd:bright aqua" object.')
+    assert tokens[2] == "top-left" and tokens[10:15] == ["``", "xkcd", ":", "bright", "aqua"]
+    assert tokens[15] == "''"
+    names = factors.color_names()
     full = text.full_vocabulary()
-    on_device = jax.jit(lambda f: text.caption_tokens(f, full))(f)
-    np.testing.assert_array_equal(np.asarray(on_device), full.encode(caps))
+    n = len(names)
+    rows = np.arange(5 * n)
+    shape, xpos, ypos = rows % 7, (rows // 7) % 3, (rows // 21) % 3
+    color, phrasing = np.tile(np.arange(n), 5), np.repeat(np.arange(5), n)
+    sentences = [
+        text.caption(int(s), int(x), int(y), names[c], int(p))
+        for s, x, y, c, p in zip(shape, xpos, ypos, color, phrasing, strict=True)
+    ]
+    oracle = [word_tokenize(s, preserve_line=True) for s in sentences]
+    # Every caption is one sentence: the official word_tokenize (Punkt, then this) agrees.
+    assert all(text.tokenize(s) == o for s, o in zip(sentences[::97], oracle[::97], strict=True))
+    # Captions built inside a traced program equal the tokenised caption strings.
+    args = (shape, xpos, ypos, color, phrasing)
+    on_device = jax.jit(text.tokens_of_factors, static_argnums=5)(*args, full)
+    np.testing.assert_array_equal(np.asarray(on_device), full.encode(oracle))
+    assert full.max_length == max(len(o) for o in oracle) + 1
+    assert not set(full.tokens[3:]) - {t for o in oracle for t in o}
+
+
+def test_vocabulary_is_the_official_one(tmp_path):
+    f = factors.sample_factors(jax.random.key(1), 32)
+    tokenized = [text.tokenize(c) for c in text.captions(f)]
+    vocab = text.Vocabulary.build(tokenized)
+    first_seen = list(dict.fromkeys(t for tokens in tokenized for t in tokens))
+    assert vocab.tokens == ("{pad}", "{eos}", "{unk}", *first_seen)
+    assert vocab.max_length == max(len(t) for t in tokenized) + 1
+    ids = vocab.encode(tokenized)
+    assert ids.shape == (32, vocab.max_length)
+    assert vocab.decode(ids) == tokenized
+    vocab.save(tmp_path / "vocab.json")
+    saved = json.loads((tmp_path / "vocab.json").read_text())
+    assert saved["w2i"] == {t: i for i, t in enumerate(vocab.tokens)}
+    assert saved["i2w"] == {str(i): t for i, t in enumerate(vocab.tokens)}
+    assert vocab.decode(vocab.encode([["zebra", "quagga"]])) == [["{unk}", "{unk}"]]
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +270,35 @@ def test_generate_refuses_existing_splits_and_leaves_no_partial_split(tiny_datas
     assert list(tmp_path.iterdir()) == []
 
 
-def test_rendered_source_draws_images_and_matching_tokens():
+def test_fresh_batches_render_images_and_matching_tokens():
     vocab = text.full_vocabulary()
     source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
-    images, tokens = source.draw(source.arrays, jax.random.key(0), 6)
-    f = factors.sample_factors(jax.random.key(0), 6)
-    np.testing.assert_array_equal(np.asarray(tokens), vocab.encode(text.captions(f)))
+    images, tokens = source.draw(source.arrays, jax.random.key(0), 3, 6)
+    f = factors.sample_factors(jax.random.fold_in(jax.random.key(0), 3), 6)
+    expected = vocab.encode(text.tokenize(c) for c in text.captions(f))
+    np.testing.assert_array_equal(np.asarray(tokens), expected)
     np.testing.assert_allclose(np.asarray(images), np.asarray(render.render_batch(f, 16)))
+
+
+def test_a_fixed_split_is_drawn_in_shuffled_epochs_of_full_batches():
+    """As DataLoader(shuffle=True, drop_last=True): each epoch visits 3 batches of 4 distinct
+    pairs of the 14 (2 dropped), in a new order every epoch."""
+    n, batch = 14, 4
+    images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    tokens = np.arange(n, dtype=np.int32)[:, None]
+    source = train.array_source(images, tokens, [0.0] * 3, [1.0] * 3)
+    draw = jax.jit(lambda step: source.draw(source.arrays, jax.random.key(0), step, batch))
+    epochs = []
+    for e in range(2):
+        ids = [np.asarray(draw(e * 3 + b)[1])[:, 0] for b in range(3)]
+        for b, i in enumerate(ids):
+            np.testing.assert_allclose(
+                np.asarray(draw(e * 3 + b)[0])[:, 0, 0, 0] * 255, i, atol=1e-4
+            )
+        seen = np.concatenate(ids)
+        assert len(set(seen.tolist())) == 12
+        epochs.append(seen)
+    assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_nt_xent_is_symmetric_and_uses_both_modalities_as_negatives():
@@ -353,3 +440,31 @@ def test_training_refuses_an_encoding_size_the_model_lacks():
     source, model, cfg = _tiny_training()
     with pytest.raises(ConfigError, match="encoding size 4: expected 1 to 3"):
         train.train_runs(np.array([0, 1]), np.array([2, 4]), model, cfg, source)
+
+
+def test_encoders_are_initialised_as_the_official_pytorch_models():
+    """torchvision's ResNet: Kaiming-normal convolutions (fan-out), unit batch-norm scales; the
+    text encoder's embedding (a linear layer of one-hot tokens, with bias), convolutions and
+    every linear layer: PyTorch's uniform +-1/sqrt(fan_in)."""
+    from jaxmmcl.imgtxt.models import ResNetEncoder, TextEncoder
+
+    image = ResNetEncoder(4, (1,), (64,), small_stem=False)
+    variables = image.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False)
+    params = variables["params"]
+    stem = np.asarray(params["Conv_0"]["kernel"])  # (7, 7, 3, 64)
+    np.testing.assert_allclose(np.var(stem), 2 / (64 * 49), rtol=0.1)
+    assert abs(np.mean(stem)) < 0.01 and np.all(params["BatchNorm_0"]["scale"] == 1)
+    hidden = np.asarray(params["Dense_0"]["kernel"])  # (64, 100)
+    assert np.abs(hidden).max() <= 1 / 8 and np.var(hidden) == pytest.approx(1 / 192, rel=0.1)
+    words = TextEncoder(4, vocab_size=400, embedding_size=32, channels=(8, 8, 8))
+    params = words.init(jax.random.key(0), np.zeros((1, 28), np.int32), train=False)["params"]
+    for values, fan_in in (
+        (params["Embed_0"]["embedding"], 400),
+        (params["embedding_bias"], 400),
+        (params["Conv_0"]["kernel"], 16),
+        (params["Conv_0"]["bias"], 16),
+        (params["Conv_1"]["kernel"], 8 * 16),
+    ):
+        values = np.asarray(values).ravel()
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.7 * bound

@@ -122,6 +122,20 @@ def test_mixing_matrices_meet_the_condition_rule_and_invert(kind):
     np.testing.assert_allclose(invert_mixing(weights[0], x, kind), z, atol=1e-3)
 
 
+def test_a_mixing_layer_is_torch_linear_with_unit_norm_weights_out_of_each_input():
+    """The official layer is nn.Linear(d, d, bias=False) with weight W: x @ W.T, W's columns
+    (the weights leaving each input) of unit norm. Oracle: the formula in NumPy."""
+    weights = np.asarray(init_mixings(jax.random.key(5), 4, 2, 1)[0], np.float64)
+    z = np.asarray(jax.random.normal(jax.random.key(6), (50, 4)), np.float64)
+    hidden = z @ weights[0].T
+    expected = np.where(hidden >= 0, hidden, 0.2 * hidden) @ weights[1].T
+    got = apply_mixing(jnp.asarray(weights, jnp.float32), jnp.asarray(z, jnp.float32), "mlp")
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # Unit input 0 comes out as column 0 of W: its norm is 1 (a row of W is not normalised).
+    out = np.asarray(apply_mixing(jnp.asarray(weights[:1]), jnp.eye(4), "linear"))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
 def test_condition_threshold_is_the_quantile_of_random_matrices():
     dim = 5
     rng = np.random.default_rng(123)
@@ -194,7 +208,7 @@ def test_discrete_style_changes_with_frequency_p_change_to_another_uniform_class
         assert _chi_square(s_tilde[:, 0], range(k)) < CHI2_3_999
 
 
-def test_intervention_permutes_content_of_modality_two_before_mixing():
+def test_intervention_permutes_the_content_of_both_modalities_before_mixing():
     simulation = init_simulation(jax.random.key(3), SIM, hyper(p_change=0.5))
     x1, x2, lat, c_perm = sample_intervened_pairs(jax.random.key(4), simulation, SIM, 200)
     c, c_perm = np.asarray(lat.c), np.asarray(c_perm)
@@ -202,6 +216,8 @@ def test_intervention_permutes_content_of_modality_two_before_mixing():
     rows = {tuple(row) for row in c}
     assert len(rows) == 200 and {tuple(row) for row in c_perm} == rows
     assert np.mean(np.all(c == c_perm, axis=1)) < 0.05
+    # Both mechanisms see the same permuted content; the other blocks stay as drawn.
+    z1 = np.concatenate([c_perm, lat.s, lat.m1], axis=1)
     z2 = np.concatenate([c_perm, lat.s_tilde, lat.m2], axis=1)
+    np.testing.assert_allclose(invert_mixing(simulation.mixing1, x1, SIM.mixing), z1, atol=1e-3)
     np.testing.assert_allclose(invert_mixing(simulation.mixing2, x2, SIM.mixing), z2, atol=1e-3)
-    np.testing.assert_allclose(invert_mixing(simulation.mixing1, x1, SIM.mixing), lat.z1, atol=1e-3)

@@ -116,6 +116,12 @@ def test_table_sweep_report(tmp_path):
     assert paths[-1] == tmp_path / "t1.md"
     assert "Two settings." in markdown and "](t1-losses.png)" in markdown
     assert paper_table(rows) in markdown
+    # Each column says in words which encodings and blocks its cells average.
+    assert (
+        "- **multi-view**: c (content) averages h1 on c and h2 on c; s (style) averages h1 on s "
+        "and h2 on s_tilde; m: no such block in these runs." in markdown
+    )
+    assert "m (modality-specific) averages h1 on m1 and h2 on m2." in markdown
     # Run 4 (p=1.0 independent, multimodal, seed 1) diverged: listed, and left out.
     assert "1 diverged run(s) left out of every mean" in markdown and "run 4 (" in markdown
     table = {r[0]: r for r in markdown_rows(markdown)}

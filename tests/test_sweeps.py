@@ -32,8 +32,9 @@ TINY_SCALE = {
     "eval.n_fit": 64,
     "eval.n_test": 64,
     "eval.nonlinear": "mlp",
-    "eval.mlp_steps": 20,
     "eval.mlp_epochs": 20,
+    "eval.val_batches": 2,
+    "eval.val_batch_size": 32,
 }
 # Six runs in one group: with 4 devices the program pads them to 8.
 SMALL = {
@@ -42,7 +43,13 @@ SMALL = {
         "simulation": {"n_c": 2, "n_s": 2, "n_m": 2},
         "model": {"widths": [16, 16]},
         "train": {"batch_size": 32, "steps": 40, "log_every": 10, "learning_rate": 1e-3},
-        "eval": {"n_fit": 64, "n_test": 64, "nonlinear": "mlp", "mlp_steps": 20, "mlp_epochs": 20},
+        "eval": {
+            "n_fit": 64,
+            "n_test": 64,
+            "nonlinear": "mlp",
+            "mlp_epochs": 20,
+            "val_batch_size": 32,
+        },
     },
     "axes": {"simulation.p_change": [0.5, 1.0], "seed": [0, 1, 2]},
 }

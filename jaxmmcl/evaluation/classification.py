@@ -7,10 +7,10 @@ static) and vmappable over a leading run axis:
   ``LogisticRegression()`` objective (L2 penalty ``1 / (2 C)`` on the weights, unpenalised
   intercepts, C = 1), minimised by full-batch Newton steps to a tight gradient tolerance.
 * :func:`mlp_accuracy` -- a one-hidden-layer ReLU MLP trained as scikit-learn's
-  ``MLPClassifier`` is (the paper's probe): Glorot-uniform initialisation, softmax
-  cross-entropy with an L2 penalty, Adam on shuffled minibatches of 200, stopped when the
-  epoch loss stalls. The same training, not the same random numbers: accuracies agree with
-  scikit-learn's to within its own seed-to-seed spread.
+  ``MLPClassifier`` is (the paper's probe; :mod:`jaxmmcl.evaluation.mlp`): Glorot-uniform
+  initialisation, softmax cross-entropy with an L2 penalty, Adam on shuffled minibatches of
+  200, stopped when the epoch loss stalls. The same training, not the same random numbers:
+  accuracies agree with scikit-learn's to within its own seed-to-seed spread.
 
 Labels are integers in ``[0, n_classes)``.
 """
@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+
+from jaxmmcl.evaluation.mlp import init_mlp, mlp_outputs, train_mlp
 
 
 def _softmax_loss(params, x, labels):
@@ -125,20 +127,6 @@ def logistic_accuracy(
     return jnp.mean(pred == labels_test)
 
 
-def _glorot_layer(key, fan_in, fan_out, dtype):
-    # scikit-learn's MLP initialisation for ReLU and softmax layers: weights and biases uniform
-    # within the same Glorot bound.
-    bound = jnp.sqrt(6.0 / (fan_in + fan_out))
-    kw, kb = jax.random.split(key)
-    weights = jax.random.uniform(kw, (fan_in, fan_out), dtype, -bound, bound)
-    return weights, jax.random.uniform(kb, (fan_out,), dtype, -bound, bound)
-
-
-def _mlp_logits(params, x):
-    hidden = jax.nn.relu(x @ params["w1"] + params["b1"])
-    return hidden @ params["w2"] + params["b2"]
-
-
 @functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "epochs", "batch_size"))
 def mlp_fit(
     key: jax.Array,
@@ -156,12 +144,11 @@ def mlp_fit(
 ) -> dict[str, jnp.ndarray]:
     """Trains a one-hidden-layer ReLU classifier as scikit-learn's ``MLPClassifier`` does.
 
-    Each epoch shuffles the fit set and takes one Adam step per minibatch of ``batch_size``
-    rows (the last one smaller when ``n`` is not a multiple), on the batch's mean softmax
-    cross-entropy plus ``l2 / (2 * rows in the batch) * ||W||^2``. Training stops when the
-    epoch's mean loss has failed to fall by ``tol`` below the best so far for more than
-    ``patience`` epochs in a row, or after ``epochs`` epochs (scikit-learn's ``max_iter``; the
-    paper's evaluation sets 1000).
+    Softmax cross-entropy, trained by :func:`jaxmmcl.evaluation.mlp.train_mlp`: shuffled
+    minibatches of ``batch_size`` rows, each step on the batch's mean cross-entropy plus
+    ``l2 / (2 * rows in the batch) * ||W||^2``, stopped when the epoch's mean loss has failed to
+    fall by ``tol`` below the best so far for more than ``patience`` epochs in a row, or after
+    ``epochs`` epochs (scikit-learn's ``max_iter``; the paper's evaluation sets 1000).
 
     Args:
       key: PRNG key for the initialisation and the shuffles.
@@ -177,54 +164,21 @@ def mlp_fit(
     Returns:
       ``{"w1": (k, hidden), "b1": (hidden,), "w2": (hidden, n_classes), "b2": (n_classes,)}``.
     """
-    n, k = x.shape
-    batch_size = min(batch_size, n)
-    n_batches = -(-n // batch_size)
     init_key, shuffle_key = jax.random.split(key)
-    k1, k2 = jax.random.split(init_key)
-    w1, b1 = _glorot_layer(k1, k, hidden, x.dtype)
-    w2, b2 = _glorot_layer(k2, hidden, n_classes, x.dtype)
-    params = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
-    # Slots past n in the last batch point at row 0 with weight 0: static shapes for jit, and
-    # the batch's loss is the mean over its real rows, as in scikit-learn's smaller last batch.
-    padding = n_batches * batch_size - n
-    weights = (jnp.arange(n + padding) < n).astype(x.dtype).reshape(n_batches, batch_size)
-    counts = jnp.sum(weights, axis=1)
-    opt = optax.adam(learning_rate)
-
-    def batch_loss(params, rows, weight, count):
-        ce = optax.softmax_cross_entropy_with_integer_labels(
-            _mlp_logits(params, x[rows]), labels[rows]
-        )
-        penalty = l2 / (2 * count) * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
-        return jnp.sum(weight * ce) / count + penalty
-
-    def batch_step(carry, batch):
-        params, opt_state, total = carry
-        rows, weight, count = batch
-        loss, grads = jax.value_and_grad(batch_loss)(params, rows, weight, count)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, total + loss * count), None
-
-    def epoch(carry):
-        params, opt_state, done, best, stale = carry
-        order = jax.random.permutation(jax.random.fold_in(shuffle_key, done), n)
-        rows = jnp.pad(order, (0, padding)).reshape(n_batches, batch_size)
-        (params, opt_state, total), _ = lax.scan(
-            batch_step, (params, opt_state, jnp.zeros((), x.dtype)), (rows, weights, counts)
-        )
-        loss = total / n
-        stale = jnp.where(loss > best - tol, stale + 1, 0)
-        return params, opt_state, done + 1, jnp.minimum(best, loss), stale
-
-    def running(carry):
-        _, _, done, _, stale = carry
-        return (done < epochs) & (stale <= patience)
-
-    zero = jnp.zeros((), jnp.int32)
-    carry = (params, opt.init(params), zero, jnp.asarray(jnp.inf, x.dtype), zero)
-    params, *_ = lax.while_loop(running, epoch, carry)
-    return params
+    params = init_mlp(init_key, x.shape[1], hidden, n_classes, x.dtype)
+    return train_mlp(
+        shuffle_key,
+        params,
+        x,
+        labels,
+        optax.softmax_cross_entropy_with_integer_labels,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        l2=l2,
+        tol=tol,
+        patience=patience,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("n_classes", "hidden", "epochs", "batch_size"))
@@ -262,4 +216,4 @@ def mlp_accuracy(
         batch_size=batch_size,
         learning_rate=learning_rate,
     )
-    return jnp.mean(jnp.argmax(_mlp_logits(params, x_test), axis=-1) == labels_test)
+    return jnp.mean(jnp.argmax(mlp_outputs(params, x_test), axis=-1) == labels_test)

@@ -6,33 +6,39 @@ set's statistics, and score how well each ground-truth block (c, s, s_tilde, m1,
 blocks are skipped) is predicted from each encoding (h1, h2): linear R^2 and nonlinear R^2,
 each averaged uniformly over the block's components.
 
+Nonlinear R^2 (``eval.nonlinear``): the cross-validated RBF kernel ridge of the paper, or the
+official code's lighter option, scikit-learn's ``MLPRegressor(max_iter=1000)`` fitted per
+encoding and block (:func:`jaxmmcl.evaluation.mlp_r2`). Evaluation computes in float32 whatever
+``train.precision`` says (:mod:`jaxmmcl.precision`); the kernel ridge in float64.
+
 Discrete blocks (``simulation.discrete``, :func:`discrete_factors`) are scored by R^2 on their
 coded values like every block, and also by test accuracy per component with the class index as
 the label: logistic regression (linear) and an MLP classifier trained as scikit-learn's
 ``MLPClassifier`` for at most ``eval.mlp_epochs`` epochs (nonlinear), each averaged uniformly
 over the block's components.
 
-Intervention test (``eval.intervention``): both evaluation sets are drawn by
+Permuted-content test (``eval.intervention``), as the official ``main_mlp.py
+--permuted-content``: both evaluation sets are drawn by
 :func:`jaxmmcl.simulation.sample_intervened_pairs`: per set, one permutation ``perm`` of its
-samples (drawn from that set's key, derived from the evaluation key) gives modality 2 the
-content ``c_perm = c[perm]``, so ``x1 = f1(c, s, m1)`` and ``x2 = f2(c_perm, s_tilde, m2)``.
-``c_perm`` is scored as an extra block, right after ``c``. Sample by sample, c_perm is
-independent of c and of modality 1's other blocks (up to the about one fixed point of a random
-permutation), so an encoder that extracts the content of *its own input* gives: h1 predicts c
-(as without the intervention) and not c_perm (R^2 near 0); h2 predicts c_perm and not c. One
-exception is by design of the process: under causal dependence s_tilde still depends on c (not
-on c_perm), so h2 predicts c above 0 to the extent that it encodes style.
+samples (drawn from that set's key, derived from the evaluation key) replaces the content of
+*both* modalities before mixing, ``x1 = f1(c', s, m1)`` and ``x2 = f2(c', s_tilde, m2)`` with
+``c' = c[perm]``. The permuted content ``c'`` is scored as an extra block ``c_perm``, right after
+the original ``c``. Encoders that extract the content of their input predict c' (R^2 near 1)
+and not c (near 0, up to the about one fixed point of a random permutation); the paper's
+Figure 8. Under causal dependence the style, drawn from the original c, still carries some of
+c, to the extent that an encoder encodes style.
 
 Validation loss: the symmetric InfoNCE loss of the trained encoders (the run's temperature) on
-:data:`VALIDATION_BATCHES` fresh batches from keys derived from the evaluation key (never the
-training key), each of ``train.batch_size`` pairs with its own independent negatives, exactly
-as :func:`jaxmmcl.training.batch_loss` draws a training batch, averaged. It is measured on the
-training distribution, without the intervention.
+``eval.val_batches`` fresh batches of ``eval.val_batch_size`` pairs (the official code's 5 of
+4096), each with as many independent negatives, exactly as :func:`jaxmmcl.training.batch_loss`
+draws a training batch, from keys derived from the evaluation key (never the training key),
+averaged. It is measured on the training distribution, without the intervention.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -49,16 +55,18 @@ from jaxmmcl.evaluation.kernel_ridge import kernel_ridge_r2_grid
 from jaxmmcl.evaluation.linear import block_means, fit_linear, r2_score, standardise
 from jaxmmcl.evaluation.mlp import mlp_r2
 from jaxmmcl.latents import BLOCKS, DISCRETE, block_sizes, decode_classes
+from jaxmmcl.precision import EVALUATION as EVALUATION_PRECISION
+from jaxmmcl.precision import matmul_precision
 from jaxmmcl.simulation import Simulation, sample_intervened_pairs, sample_pairs
 from jaxmmcl.training import batch_loss, run_keys
 
 ENCODERS = ("h1", "h2")
-VALIDATION_BATCHES = 8
 
 # Streams derived from a run's evaluation key besides its fit/test split (which must stay as
-# it is, so that scores do not change): validation batches, MLP classifier initialisation.
+# it is, so that scores do not change): validation batches, MLP classifier, MLP regressor.
 _VALIDATION_STREAM = 1
 _CLASSIFIER_STREAM = 2
+_REGRESSOR_STREAM = 3
 
 
 def _all_block_sizes(static: StaticConfig) -> dict[str, int]:
@@ -142,13 +150,35 @@ def linear_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> jnp.ndarray:
 
 
 def mlp_scores(
-    key: jax.Array, samples: EvalSamples, sizes: tuple[int, ...], steps: int
+    key: jax.Array, samples: EvalSamples, sizes: tuple[int, ...], epochs: int
 ) -> jnp.ndarray:
-    """``(2, n_blocks)`` MLP-regressor R^2 of each block from each encoding (one run)."""
+    """``(2, n_blocks)`` MLP-regressor R^2 of each block from each encoding (one run).
+
+    One regressor per encoding and block, as the official evaluation fits
+    ``MLPRegressor(max_iter=1000)`` on each block's columns: the blocks are padded to the
+    largest size and fitted side by side (``vmap``), the padding masked out of each fit.
+    """
+    width = max(sizes)
+    bounds = np.cumsum((0, *sizes))
+
+    def padded(y):
+        return jnp.stack(
+            [
+                jnp.pad(y[:, lo:hi], ((0, 0), (0, width - (hi - lo))))
+                for lo, hi in itertools.pairwise(bounds)
+            ]
+        )
+
+    y_fit, y_test = padded(samples.y_fit), padded(samples.y_test)
+    masks = jnp.asarray(np.arange(width)[None, :] < np.asarray(sizes)[:, None], jnp.float32)
+    keys = jax.random.split(key, len(sizes))
 
     def one(h_fit, h_test):
-        r2 = mlp_r2(key, h_fit, samples.y_fit, h_test, samples.y_test, steps=steps)
-        return block_means(r2, sizes)
+        def block(k, yf, yt, mask):
+            r2 = mlp_r2(k, h_fit, yf, h_test, yt, mask, epochs=epochs)
+            return jnp.sum(r2 * mask) / jnp.sum(mask)
+
+        return jax.vmap(block)(keys, y_fit, y_test, masks)
 
     return jax.vmap(one)(samples.h_fit, samples.h_test)
 
@@ -197,10 +227,11 @@ def accuracy_scores(
     return jnp.full((2, len(sizes)), jnp.nan, accuracy.dtype).at[:, where].set(accuracy)
 
 
-def validation_keys(seed: jnp.ndarray) -> jax.Array:
-    """``(VALIDATION_BATCHES,)`` keys of a run's validation batches, from its evaluation key."""
+def validation_keys(seed: jnp.ndarray, static: StaticConfig) -> jax.Array:
+    """``(eval.val_batches,)`` keys of a run's validation batches, from its evaluation key."""
     _, _, eval_key = run_keys(seed)
-    return jax.random.split(jax.random.fold_in(eval_key, _VALIDATION_STREAM), VALIDATION_BATCHES)
+    stream = jax.random.fold_in(eval_key, _VALIDATION_STREAM)
+    return jax.random.split(stream, static.eval.val_batches)
 
 
 def validation_loss(
@@ -210,12 +241,15 @@ def validation_loss(
     hyper: HyperArrays,
     static: StaticConfig,
 ) -> jnp.ndarray:
-    """A scalar: the mean of :func:`jaxmmcl.training.batch_loss` over the validation keys.
+    """A scalar: the mean of :func:`jaxmmcl.training.batch_loss` over the validation keys, on
+    batches of ``eval.val_batch_size`` pairs.
 
-    The batches go one after another (``lax.map``), so memory stays that of one training batch.
+    The batches go one after another (``lax.map``), so memory stays that of one batch.
     """
+    size = static.eval.val_batch_size
     losses = jax.lax.map(
-        lambda key: batch_loss(params, key, simulation, hyper, static), validation_keys(seed)
+        lambda key: batch_loss(params, key, simulation, hyper, static, size),
+        validation_keys(seed, static),
     )
     return jnp.mean(losses)
 
@@ -234,7 +268,6 @@ def _programs(static: StaticConfig) -> _Programs:
     sizes = factor_sizes(static)
     discrete = tuple(name in discrete_factors(static) for name in factors(static))
     n_classes = static.simulation.n_classes
-    steps = static.eval.mlp_steps
     epochs = static.eval.mlp_epochs
 
     def logistic(samples):
@@ -251,20 +284,26 @@ def _programs(static: StaticConfig) -> _Programs:
 
         return accuracy_scores(samples, sizes, discrete, n_classes, classify)
 
+    def mlp_regressor(seed, samples):
+        key = jax.random.fold_in(run_keys(seed)[2], _REGRESSOR_STREAM)
+        return mlp_scores(key, samples, sizes, epochs)
+
+    def program(fn):
+        # Traced in float32 whatever train.precision: scores compare with scikit-learn's.
+        def traced(*args):
+            with matmul_precision(EVALUATION_PRECISION):
+                return fn(*args)
+
+        return jax.jit(jax.vmap(traced))
+
     return _Programs(
-        encode=jax.jit(
-            jax.vmap(lambda seed, sim, params: encode_eval_samples(seed, sim, params, static))
-        ),
-        linear=jax.jit(jax.vmap(lambda samples: linear_scores(samples, sizes))),
-        mlp=jax.jit(
-            jax.vmap(lambda seed, samples: mlp_scores(run_keys(seed)[2], samples, sizes, steps))
-        ),
-        logistic=jax.jit(jax.vmap(logistic)),
-        mlp_classifier=jax.jit(jax.vmap(mlp_classifier)),
-        validation=jax.jit(
-            jax.vmap(
-                lambda seed, sim, params, hyper: validation_loss(seed, sim, params, hyper, static)
-            )
+        encode=program(lambda seed, sim, params: encode_eval_samples(seed, sim, params, static)),
+        linear=program(lambda samples: linear_scores(samples, sizes)),
+        mlp=program(mlp_regressor),
+        logistic=program(logistic),
+        mlp_classifier=program(mlp_classifier),
+        validation=program(
+            lambda seed, sim, params, hyper: validation_loss(seed, sim, params, hyper, static)
         ),
     )
 

@@ -2,7 +2,8 @@
 
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
         [--independent-hue] [--quiet]
-    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--quiet]
+    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
+        [--quiet]
 
 :func:`add_data_parser` registers ``data``; :func:`run_data` and :func:`run_reproduce` carry
 the commands out. Bad input raises :class:`~jaxmmcl.config.ConfigError` (exit status 2).
@@ -60,16 +61,21 @@ def run_data(args: argparse.Namespace) -> None:
 
 def run_reproduce(args: argparse.Namespace) -> None:
     """Carries out ``jaxmmcl reproduce imgtxt`` (``args``: ``scale``, ``out``, ``data``,
-    ``quiet``)."""
+    ``fresh_batches``, ``quiet``)."""
+    import dataclasses
+
     from jaxmmcl.imgtxt.experiment import SCALES, reproduce
 
-    scale = args.scale or "cpu"
-    if scale not in SCALES:
-        raise ConfigError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+    name = args.scale or "cpu"
+    if name not in SCALES:
+        raise ConfigError(f"--scale: expected one of {', '.join(SCALES)}, got {name!r}")
+    scale = SCALES[name]
+    if getattr(args, "fresh_batches", False):
+        scale = dataclasses.replace(scale, fresh_batches=True)
     data = getattr(args, "data", None)
     if data is not None and not Path(data).is_dir():
         raise ConfigError(f"--data: no such folder {data!r}")
-    out = Path(args.out or f"runs/imgtxt-{scale}")
+    out = Path(args.out or f"runs/imgtxt-{name}")
     reproduce(out, scale, data=data, show_progress=not args.quiet)
     print((out / "imgtxt.md").read_text())
     print(f"results: {out / 'results.csv'}")

@@ -3,7 +3,8 @@ real dataset).
 
 Layout of a root folder::
 
-    vocab.json                      the vocabulary, built from train/text/text_raw.txt
+    vocab.json                      the vocabulary of train/text/text_raw.txt (the official
+                                    loader's {"w2i", "i2w"})
     train/ val/ test/
         images/000000.png ...       RGB, zero-padded index of width max(1, ceil(log10(n)))
         text/text_raw.txt           line i is the caption of image i
@@ -14,6 +15,8 @@ Layout of a root folder::
 place once complete, so an interrupted run leaves no half-written split. :func:`load_split`
 reads a split into memory once: images as a ``uint8`` array, captions as token ids, latents as
 columns; training then draws batches from device-resident arrays (no per-batch file access).
+Captions are tokenised and the vocabulary is built as the official loader does
+(:mod:`~jaxmmcl.imgtxt.text`): the vocabulary always from the training split's text.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from jaxmmcl.imgtxt.factors import (
 )
 from jaxmmcl.imgtxt.factors import text_latents as text_latent_columns
 from jaxmmcl.imgtxt.render import render_batch, to_uint8
-from jaxmmcl.imgtxt.text import VOCAB_FILE, Vocabulary, captions
+from jaxmmcl.imgtxt.text import VOCAB_FILE, Vocabulary, captions, sentences, tokenize
 
 SPLITS = ("train", "val", "test")
 MIN_IMAGE_SIZE = 16
@@ -105,7 +108,7 @@ def generate(
         with tqdm(total=n, desc=split, unit="img", disable=not show_progress) as bar:
             texts = _write_split(root / split, factors, n, image_size, chunk, bar.update)
         if split == "train":
-            Vocabulary.build(texts).save(root / VOCAB_FILE)
+            Vocabulary.build(tokenize(t) for t in texts).save(root / VOCAB_FILE)
 
 
 def _write_split(dest: Path, factors, n: int, size: int, chunk: int, progress) -> list[str]:
@@ -122,7 +125,8 @@ def _write_split(dest: Path, factors, n: int, size: int, chunk: int, progress) -
                 Image.fromarray(images[j]).save(tmp / "images" / f"{start + j:0{width}d}.png")
             progress(min(chunk, n - start))
         texts = captions(factors)
-        (tmp / "text" / "text_raw.txt").write_text("".join(t + "\n" for t in texts))
+        # As generate_text.py: a newline after every caption but the last.
+        (tmp / "text" / "text_raw.txt").write_text("\n".join(texts))
         _write_csv(tmp / "latents_image.csv", IMAGE_COLUMNS, image_latents(factors))
         _write_csv(tmp / "latents_text.csv", TEXT_COLUMNS, text_latent_columns(factors))
         tmp.rename(dest)
@@ -160,13 +164,13 @@ class Split:
 
 
 def load_vocabulary(root: str | Path) -> Vocabulary:
-    """The root's ``vocab.json``; built from ``train/text/text_raw.txt`` and saved if missing."""
+    """The vocabulary of the root's training text, as the official loader builds it every time
+    (``vocab.json`` is written when missing, and otherwise left as it is)."""
     root = Path(root)
+    vocab = Vocabulary.build(tokenize(t) for t in _read_text(root / "train"))
     path = root / VOCAB_FILE
-    if path.is_file():
-        return Vocabulary.load(path)
-    vocab = Vocabulary.build(_read_text(root / "train"))
-    vocab.save(path)
+    if not path.exists():
+        vocab.save(path)
     return vocab
 
 
@@ -174,7 +178,7 @@ def _read_text(folder: Path) -> list[str]:
     path = folder / "text" / "text_raw.txt"
     if not path.is_file():
         raise ConfigError(f"{str(path)!r}: missing (not a Multimodal3DIdent split)")
-    return path.read_text().splitlines()
+    return sentences(path.read_text())
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -248,7 +252,8 @@ def load_split(
         images = list(pool.map(lambda p: _load_image(p, image_size), paths))
     if len({im.shape for im in images}) != 1:
         raise ConfigError(f"{str(folder)!r}: images of different sizes; pass an image size")
-    return Split(np.stack(images), vocab.encode(texts), image_cols, text_cols)
+    tokens = vocab.encode(tokenize(t) for t in texts)
+    return Split(np.stack(images), tokens, image_cols, text_cols)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

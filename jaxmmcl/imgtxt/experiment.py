@@ -30,7 +30,7 @@ from jaxmmcl.imgtxt.dataset import SPLITS, channel_stats, load_split, load_vocab
 from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, METRICS, TEXT_FACTORS, score_factors
 from jaxmmcl.imgtxt.factors import image_latents, sample_factors, take, text_latents
 from jaxmmcl.imgtxt.render import render_batch, to_uint8
-from jaxmmcl.imgtxt.text import caption_tokens, full_vocabulary
+from jaxmmcl.imgtxt.text import Vocabulary, captions, full_vocabulary, tokenize
 from jaxmmcl.imgtxt.train import (
     ModelConfig,
     TrainConfig,
@@ -56,8 +56,11 @@ class Scale:
       small_stem: the ResNet's stem (the paper: ``False``, ResNet-18's own).
       train: optimisation.
       seeds: seeds per encoding size.
-      n_train: pairs of a training split rendered once into memory; ``None`` renders fresh
-        batches inside every training step (without ``--data``).
+      n_train: pairs of the fixed training split rendered once into memory (without
+        ``--data``; the paper's 125,000), iterated in shuffled epochs of full batches.
+      fresh_batches: instead of a fixed training split, render a fresh batch of newly sampled
+        factors inside every training step (a declared deviation: the official code trains on
+        a fixed split; without ``--data`` only).
       n_val, n_test: pairs of the rendered validation and test splits (without ``--data``).
       runs_per_program: runs trained together as one vmapped program; such groups train
         concurrently, one per local device (:func:`~jaxmmcl.imgtxt.train.train_groups`).
@@ -72,7 +75,8 @@ class Scale:
     small_stem: bool
     train: TrainConfig
     seeds: tuple[int, ...]
-    n_train: int | None
+    n_train: int
+    fresh_batches: bool
     n_val: int
     n_test: int
     runs_per_program: int
@@ -112,6 +116,7 @@ SCALES = {
         ),
         seeds=(0,),
         n_train=16384,
+        fresh_batches=False,
         n_val=1024,
         n_test=1024,
         runs_per_program=1,
@@ -128,7 +133,8 @@ SCALES = {
             batch_size=256, steps=100_000, learning_rate=1e-5, schedule="constant", log_every=1000
         ),
         seeds=(0, 1, 2),
-        n_train=None,
+        n_train=125_000,
+        fresh_batches=False,
         n_val=10_000,
         n_test=10_000,
         runs_per_program=3,
@@ -137,20 +143,16 @@ SCALES = {
 }
 
 
-def _rendered_split(key: jax.Array, n: int, image_size: int, vocab, chunk: int = 256):
-    """A split rendered into memory: uint8 images, tokens, image and text latents."""
+def _rendered_split(key: jax.Array, n: int, image_size: int, chunk: int = 256):
+    """A split rendered into memory: uint8 images, captions, image and text latents."""
     f = sample_factors(key, n)
-    images, tokens = [], []
+    images = np.empty((n, image_size, image_size, 3), np.uint8)
     for start in range(0, n, chunk):
+        # Fixed-size chunks (the last one padded by repeating indices) compile once.
         idx = np.minimum(np.arange(start, start + chunk), n - 1)
-        part = take(f, idx)
-        keep = min(chunk, n - start)
-        images.append(np.asarray(to_uint8(render_batch(part, image_size)))[:keep])
-        tokens.append(np.asarray(_tokens(part, vocab))[:keep])
-    return np.concatenate(images), np.concatenate(tokens), image_latents(f), text_latents(f)
-
-
-_tokens = jax.jit(caption_tokens, static_argnums=1)
+        rendered = np.asarray(to_uint8(render_batch(take(f, idx), image_size)))
+        images[start : start + chunk] = rendered[: n - start]
+    return images, captions(f), image_latents(f), text_latents(f)
 
 
 def _load_data(scale: Scale, data: Path | None):
@@ -163,19 +165,31 @@ def _load_data(scale: Scale, data: Path | None):
         source = array_source(train.images, train.tokens, mean, std)
         as_tuple = lambda s: (s.images, s.tokens, s.image_latents, s.text_latents)  # noqa: E731
         return source, as_tuple(val), as_tuple(test), vocab
-    vocab = full_vocabulary()
-    # Fixed keys, independent of the training seeds: every run is scored on the same splits.
+    # Fixed keys, independent of the training seeds: every run sees the same splits.
     key = jax.random.key(2**31 - 1)
-    val = _rendered_split(jax.random.fold_in(key, 1), scale.n_val, scale.image_size, vocab)
-    test = _rendered_split(jax.random.fold_in(key, 2), scale.n_test, scale.image_size, vocab)
-    if scale.n_train is None:
+    val, test = (
+        _rendered_split(jax.random.fold_in(key, i), n, scale.image_size)
+        for i, n in ((1, scale.n_val), (2, scale.n_test))
+    )
+    if scale.fresh_batches:
+        vocab = full_vocabulary()
         mean, std = channel_stats(val[0])
         source = rendered_source(scale.image_size, vocab, mean, std)
     else:
-        train = _rendered_split(jax.random.fold_in(key, 0), scale.n_train, scale.image_size, vocab)
-        mean, std = channel_stats(train[0])
-        source = array_source(train[0], train[1], mean, std)
-    return source, val, test, vocab
+        images, texts, _, _ = _rendered_split(
+            jax.random.fold_in(key, 0), scale.n_train, scale.image_size
+        )
+        # As the official loader: the vocabulary of the training captions.
+        tokenized = [tokenize(t) for t in texts]
+        vocab = Vocabulary.build(tokenized)
+        mean, std = channel_stats(images)
+        source = array_source(images, vocab.encode(tokenized), mean, std)
+
+    def encoded(split):
+        images, texts, image_lat, text_lat = split
+        return images, vocab.encode(tokenize(t) for t in texts), image_lat, text_lat
+
+    return source, encoded(val), encoded(test), vocab
 
 
 def reproduce(
@@ -205,6 +219,8 @@ def reproduce(
         if scale not in SCALES:
             raise ConfigError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
         scale = SCALES[scale]
+    if scale.fresh_batches and data is not None:
+        raise ConfigError("--fresh-batches: renders its own batches; not with --data")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

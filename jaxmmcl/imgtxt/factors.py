@@ -7,10 +7,22 @@ rotation angles, object hue, spotlight position and colour, background hue (cont
 (one of five templates). Shape and positions are shared by both modalities (content); the object
 colour is shared loosely (the caption names the nearest colour of a randomly chosen palette).
 
-Colour names come from matplotlib's three palettes (``TABLEAU_COLORS``, ``CSS4_COLORS``,
-``XKCD_COLORS``) with their ``tab:``/``xkcd:`` prefixes removed. The name of a hue is the
-palette entry nearest in RGB to the hue at full saturation and value; its index is its position
-in :func:`color_names` (the sorted union of the three palettes' names).
+Colour names are those of the dataset's generator (``generate_latents.py``): the keys of
+matplotlib's three palettes (``TABLEAU_COLORS``, ``CSS4_COLORS``, ``XKCD_COLORS``) as matplotlib
+spells them (``tab:blue``, ``blue``, ``xkcd:bright aqua``); a name's ``object_color_index`` is
+its position in :func:`color_names`, the sorted list of all keys of the three palettes. The name
+of a hue in a palette is the generator's nearest neighbour: the palette colour nearest in RGB
+(Euclidean) to ``colorsys.hsv_to_rgb(hue, 1, 1)``, among the palette's distinct RGB values in
+order of first appearance, the first of equally near ones winning; a value that several names
+share (CSS4's ``aqua`` and ``cyan``) takes the last of them, as the generator's
+``{rgb: name}`` dictionary does.
+
+Along the hue circle that nearest neighbour is piecewise constant, so :func:`palettes` computes
+its intervals once, exactly, in float64 (on each sixth of the circle the RGB point moves along
+one axis, and the squared distances differ by linear functions of the hue), and
+:func:`color_index` looks a hue up among the interval bounds rounded up to float32: for a
+float32 hue the comparison ``hue >= bound`` is then the exact one, so the device gives the
+generator's name for every float32 hue.
 """
 
 from __future__ import annotations
@@ -134,37 +146,90 @@ def hsv_to_rgb(h: jnp.ndarray, s: jnp.ndarray | float, v: jnp.ndarray | float) -
 
 
 class Palettes(NamedTuple):
-    """The three palettes as arrays (entries padded with far-away colours).
+    """The three palettes' hue-to-name maps as arrays.
 
     Attributes:
-      names: all colour names, sorted; a name's position is its ``object_color_index``.
-      rgb: ``(3, m, 3)`` float32 RGB of each palette's entries.
-      index: ``(3, m)`` int32 position in ``names`` of each entry.
+      names: all colour names of the three palettes, sorted; a name's position is its
+        ``object_color_index``.
+      bounds: ``(3, m)`` float32: where each palette's intervals of the hue circle after the
+        first begin, rounded up to float32, ascending (padded with ``inf``).
+      index: ``(3, m + 1)`` int32: the position in ``names`` of each interval's colour.
     """
 
     names: tuple[str, ...]
-    rgb: np.ndarray
+    bounds: np.ndarray
     index: np.ndarray
+
+
+# colorsys.hsv_to_rgb(h, 1, 1) on the sixth [j/6, (j + 1)/6) of the hue circle is
+# CORNERS[j] + f * DIRECTIONS[j], with f = 6 h - j in [0, 1).
+_CORNERS = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1]], float)
+_DIRECTIONS = np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1], [0, -1, 0], [1, 0, 0], [0, 0, -1]], float)
+
+
+def hue_intervals(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the nearest of ``rgb`` (``(m, 3)`` float64, in tie-breaking order) to the fully
+    saturated hue changes along the circle.
+
+    Returns:
+      ``(starts, winners)``: ``starts[i]`` (float64, ascending, ``starts[0] = 0``) is where
+      interval i begins, ``winners[i]`` the row of ``rgb`` nearest on it.
+    """
+    starts: list[float] = []
+    winners: list[int] = []
+    for j in range(6):
+        a, d = _CORNERS[j], _DIRECTIONS[j]
+        # ||e - a - f d||^2 = c_e - 2 f b_e + f^2: the nearest minimises c_e - 2 f b_e.
+        c = np.sum((rgb - a) ** 2, axis=1)
+        b = (rgb - a) @ d
+        f, w = 0.0, int(np.argmin(c))
+        while True:
+            if not winners or winners[-1] != w:
+                starts.append((j + f) / 6)
+                winners.append(w)
+            ahead = b > b[w]
+            crossing = np.full(len(c), np.inf)
+            crossing[ahead] = (c[ahead] - c[w]) / (2 * (b[ahead] - b[w]))
+            crossing[crossing <= f] = np.inf
+            f_next = crossing.min()
+            if f_next >= 1:
+                break
+            # Past a crossing the steepest of the lines that meet there is lowest (the first
+            # of identical ones, as the generator's strict comparison keeps).
+            tied = np.flatnonzero(crossing == f_next)
+            w, f = int(tied[np.argmax(b[tied])]), f_next
+    return np.asarray(starts), np.asarray(winners)
+
+
+def _ceil_float32(x: float) -> np.float32:
+    """The smallest float32 >= ``x``."""
+    v = np.float32(x)
+    return v if float(v) >= x else np.nextafter(v, np.float32(np.inf))
 
 
 @functools.cache
 def palettes() -> Palettes:
-    """matplotlib's TABLEAU, CSS4 and XKCD colours, in that palette order."""
+    """matplotlib's TABLEAU, CSS4 and XKCD colours, in that palette order (module docstring)."""
     import matplotlib.colors as mcolors
 
     tables = [mcolors.TABLEAU_COLORS, mcolors.CSS4_COLORS, mcolors.XKCD_COLORS]
-    stripped = [{k.split(":", 1)[-1]: v for k, v in t.items()} for t in tables]
-    names = tuple(sorted(set().union(*stripped)))
+    names = tuple(sorted(name for table in tables for name in table))
     position = {name: i for i, name in enumerate(names)}
-    m = max(len(t) for t in stripped)
-    # Padding entries sit far outside the RGB cube, so they are never the nearest colour.
-    rgb = np.full((N_PALETTES, m, 3), 1e3, np.float32)
-    index = np.zeros((N_PALETTES, m), np.int32)
-    for p, table in enumerate(stripped):
-        for j, (name, hex_) in enumerate(table.items()):
-            rgb[p, j] = mcolors.to_rgb(hex_)
-            index[p, j] = position[name]
-    return Palettes(names, rgb, index)
+    per_palette = []
+    for table in tables:
+        # The generator's {rgb: name}: first-appearance order of the values, last name kept.
+        by_rgb = {mcolors.to_rgb(value): name for name, value in table.items()}
+        starts, winners = hue_intervals(np.asarray(list(by_rgb), np.float64))
+        entry_names = list(by_rgb.values())
+        bounds = np.asarray([_ceil_float32(x) for x in starts[1:]], np.float32)
+        per_palette.append((bounds, [position[entry_names[w]] for w in winners]))
+    m = max(len(b) for b, _ in per_palette)
+    bounds = np.full((N_PALETTES, m), np.inf, np.float32)
+    index = np.zeros((N_PALETTES, m + 1), np.int32)
+    for p, (b, w) in enumerate(per_palette):
+        bounds[p, : len(b)] = b
+        index[p, : len(w)] = w
+    return Palettes(names, bounds, index)
 
 
 def color_names() -> tuple[str, ...]:
@@ -174,16 +239,17 @@ def color_names() -> tuple[str, ...]:
 
 @jax.jit
 def color_index(hue: jnp.ndarray, palette: jnp.ndarray) -> jnp.ndarray:
-    """Index (into :func:`color_names`) of the colour naming ``hue`` in ``palette``.
+    """Index (into :func:`color_names`) of the name the generator gives ``hue`` in ``palette``.
 
-    The nearest entry of the palette in RGB to the hue at full saturation and value. Works on
-    scalars or arrays of equal shape; jittable.
+    Exact for float32 hues in [0, 1] (module docstring); 1.0 names as 0.0 does, since
+    ``colorsys`` wraps it. Works on scalars or arrays of equal shape; jittable.
     """
     table = palettes()
-    target = hsv_to_rgb(hue, 1.0, 1.0)
-    entries = jnp.asarray(table.rgb)[palette]
-    nearest = jnp.argmin(jnp.sum((entries - target[..., None, :]) ** 2, axis=-1), axis=-1)
-    return jnp.take_along_axis(jnp.asarray(table.index)[palette], nearest[..., None], -1)[..., 0]
+    hue = jnp.asarray(hue, jnp.float32)
+    hue = jnp.where(hue >= 1.0, 0.0, hue)
+    bounds = jnp.asarray(table.bounds)[palette]
+    interval = jnp.sum(bounds <= hue[..., None], axis=-1)
+    return jnp.take_along_axis(jnp.asarray(table.index)[palette], interval[..., None], -1)[..., 0]
 
 
 def image_latents(f: Factors) -> dict[str, np.ndarray]:

@@ -3,11 +3,18 @@
 * :class:`ResNetEncoder` -- ResNet with BasicBlocks (the paper: ResNet-18, stages [2, 2, 2, 2]
   of widths 64-512), global average pooling, a 100-unit layer, LeakyReLU, then a linear layer to
   the encoding. Smaller variants (fewer blocks, narrower stages) serve the CPU scale.
-* :class:`TextEncoder` -- token ids -> embedding (128; equal to a linear layer applied to one-hot
-  tokens) -> three 2-D convolutions over the (sequence, embedding) plane seen as a one-channel
-  image (4 x 4, stride 2, padding 1, channels 25, 50, 100, each with batch norm and ReLU) ->
-  linear to the encoding. The CPU scale uses a narrower variant (smaller embedding and
-  channels).
+* :class:`TextEncoder` -- token ids -> embedding (128, with a bias; equal to the official linear
+  layer applied to one-hot tokens) -> three 2-D convolutions over the (sequence, embedding)
+  plane seen as a one-channel image (4 x 4, stride 2, padding 1, channels 25, 50, 100, each
+  with batch norm and ReLU) -> linear to the encoding. The CPU scale uses a narrower variant
+  (smaller embedding and channels).
+
+Initialisation as the official PyTorch models: torchvision's ResNet initialises its convolutions
+Kaiming-normal (fan-out, ReLU gain: variance ``2 / (out_channels * kh * kw)``) and its batch
+norms to scale 1, shift 0; every ``nn.Linear`` (the ResNet's 100-unit layer, the heads, the text
+encoder's embedding of one-hot tokens) and the text encoder's ``nn.Conv2d`` keep PyTorch's
+default, weights and biases uniform in ``+-1/sqrt(fan_in)`` (the embedding's fan-in is the
+vocabulary size, and it has a bias, as a linear layer on one-hot tokens does).
 
 Both take ``train``: in training, batch norm normalises by batch statistics and updates its
 running averages (the ``batch_stats`` collection, applied with ``mutable=["batch_stats"]``); in
@@ -24,9 +31,32 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxmmcl.encoders import torch_uniform
+
 EMBEDDING_SIZE = 128
 TEXT_CHANNELS = (25, 50, 100)
 IMAGE_HIDDEN = 100
+
+
+# torchvision's ResNet: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convolutions.
+_RESNET_CONV = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _dense(features: int, fan_in: int) -> nn.Dense:
+    """``nn.Dense`` initialised as PyTorch's ``nn.Linear`` with ``fan_in`` inputs."""
+    return nn.Dense(features, kernel_init=torch_uniform(fan_in), bias_init=torch_uniform(fan_in))
+
+
+def _conv(features: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Conv:
+    """A ResNet convolution without bias, initialised as torchvision's."""
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        stride,
+        padding=padding,
+        use_bias=False,
+        kernel_init=_RESNET_CONV,
+    )
 
 
 class BasicBlock(nn.Module):
@@ -39,12 +69,12 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)  # noqa: E731
-        y = nn.Conv(self.width, (3, 3), self.stride, padding=1, use_bias=False)(x)
+        y = _conv(self.width, 3, self.stride, padding=1)(x)
         y = nn.relu(norm()(y))
-        y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False)(y)
+        y = _conv(self.width, 3, padding=1)(y)
         y = norm()(y)
         if self.stride != 1 or x.shape[-1] != self.width:
-            x = nn.Conv(self.width, (1, 1), self.stride, use_bias=False)(x)
+            x = _conv(self.width, 1, self.stride)(x)
             x = norm()(x)
         return nn.relu(x + y)
 
@@ -70,9 +100,9 @@ class ResNetEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         if self.small_stem:
-            x = nn.Conv(self.widths[0], (3, 3), 2, padding=1, use_bias=False)(x)
+            x = _conv(self.widths[0], 3, 2, padding=1)(x)
         else:
-            x = nn.Conv(self.widths[0], (7, 7), 2, padding=3, use_bias=False)(x)
+            x = _conv(self.widths[0], 7, 2, padding=3)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
         if not self.small_stem:
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -81,8 +111,8 @@ class ResNetEncoder(nn.Module):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(width, stride)(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.leaky_relu(nn.Dense(IMAGE_HIDDEN)(x))
-        return nn.Dense(self.encoding_size)(x)
+        x = nn.leaky_relu(_dense(IMAGE_HIDDEN, x.shape[-1])(x))
+        return _dense(self.encoding_size, IMAGE_HIDDEN)(x)
 
 
 class TextEncoder(nn.Module):
@@ -102,11 +132,25 @@ class TextEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, train: bool) -> jnp.ndarray:
-        x = nn.Embed(self.vocab_size, self.embedding_size)(tokens)[..., None]
+        # The official nn.Linear(vocab_size, embedding) of one-hot tokens: a row of its weight
+        # per token, plus its bias.
+        init = torch_uniform(self.vocab_size)
+        x = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=init)(tokens)
+        x = x + self.param("embedding_bias", init, (self.embedding_size,))
+        x = x[..., None]
         for channels in self.channels:
-            x = nn.Conv(channels, (4, 4), 2, padding=1)(x)
+            fan_in = x.shape[-1] * 4 * 4
+            x = nn.Conv(
+                channels,
+                (4, 4),
+                2,
+                padding=1,
+                kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                bias_init=torch_uniform(fan_in),
+            )(x)
             x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-        return nn.Dense(self.encoding_size)(x.reshape(x.shape[0], -1))
+        x = x.reshape(x.shape[0], -1)
+        return _dense(self.encoding_size, x.shape[-1])(x)
 
 
 def encoding_mask(size: jnp.ndarray, encoding_size: int) -> jnp.ndarray:

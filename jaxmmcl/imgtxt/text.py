@@ -1,25 +1,32 @@
-"""Captions: five templates, word tokenisation, the vocabulary, and captions built on the device.
+"""Captions, tokenisation and the vocabulary, as the dataset's generator and the official loader
+make them; and captions built on the device.
 
-A caption fills one of :data:`TEMPLATES` with the shape's name, the position words and the
-colour name (in double quotes, as colour names may have several words). Tokens are words and
-single punctuation characters (:func:`split_words`). A :class:`Vocabulary` lists the special
-tokens ``{pad}`` (id 0), ``{eos}`` (1), ``{unk}`` (2) and then the words, sorted; a tokenised
-caption is its word ids, then ``{eos}``, then ``{pad}`` up to ``max_length`` (the longest
-training sentence + 1). Words missing from the vocabulary map to ``{unk}``; longer sentences are
+A caption fills one of the dataset's five phrasings (:data:`PHRASES`, ``generate_text.py``,
+``text_phrasing`` 0-4) with the shape's name, the position ``{YPOS}-{XPOS}`` and the colour
+name (with its palette prefix, see :mod:`~jaxmmcl.imgtxt.factors`) in double quotes.
+
+Tokens are NLTK's ``word_tokenize`` of the official loader (:func:`tokenize`): ``top-left`` is
+one token, the opening and closing quotes become the distinct tokens `````` and ``''``,
+``xkcd:bright`` splits into ``xkcd``, ``:``, ``bright``. The loader's sentences are
+``sent_tokenize`` of the whole ``text_raw.txt``, one per caption, which are the file's lines
+(:func:`sentences`): every caption is one sentence ending in a full stop.
+
+A :class:`Vocabulary` is the official one: the special tokens ``{pad}`` (id 0), ``{eos}`` (1),
+``{unk}`` (2), then the training text's words in order of first appearance; a tokenised caption
+is its word ids, then ``{eos}``, then ``{pad}`` up to ``max_length`` (the longest training
+sentence + 1). Words missing from the vocabulary map to ``{unk}``; longer sentences are
 truncated (their last token is ``{eos}``).
 
 :func:`caption_tokens` builds the token ids of a caption from its factors inside a jitted
-program, equal to tokenising the caption string (for a vocabulary that contains every word the
-templates can produce, :func:`full_vocabulary`); it serves the file-free training mode.
+program, equal to tokenising the caption string; it serves the fresh-render training mode, with
+:func:`full_vocabulary` (every word a caption can hold).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
-import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,29 +40,41 @@ from jaxmmcl.imgtxt.factors import Factors, color_index, color_names
 SHAPE_NAMES = ("teapot", "hare", "dragon", "cow", "armadillo", "horse", "head")
 XPOS_NAMES = ("left", "center", "right")
 YPOS_NAMES = ("top", "mid", "bottom")
-TEMPLATES = (
-    'A "{color}" {shape} is at the {ypos}-{xpos} of the image.',
-    'The {shape} at the {ypos}-{xpos} of the picture is "{color}".',
-    'There is a "{color}" {shape} in the {ypos}-{xpos} corner.',
-    'At the {ypos}-{xpos} of the image we see a {shape} coloured "{color}".',
-    'This picture shows a {shape}, painted "{color}", at the {ypos}-{xpos}.',
+PHRASES = (
+    'A {SHAPE} of "{COLOR}" color is visible, positioned at the {YPOS}-{XPOS} of the image.',
+    'A "{COLOR}" {SHAPE} is at the {YPOS}-{XPOS} of the image.',
+    'The {YPOS}-{XPOS} of the image shows a "{COLOR}" colored {SHAPE}.',
+    'At the {YPOS}-{XPOS} of the picture is a {SHAPE} in "{COLOR}" color.',
+    'At the {YPOS}-{XPOS} of the image, there is a "{COLOR}" object in the form of a {SHAPE}.',
 )
 PAD, EOS, UNK = "{pad}", "{eos}", "{unk}"
 SPECIALS = (PAD, EOS, UNK)
 VOCAB_FILE = "vocab.json"
 
-_WORD = re.compile(r"\w+|[^\w\s]")
+
+@functools.cache
+def _word_tokenizer():
+    # nltk.word_tokenize(s) is sent_tokenize (Punkt, which needs downloaded data) followed by
+    # this tokenizer on each sentence; a caption is one sentence, so this alone is the same.
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
 
 
-def split_words(sentence: str) -> list[str]:
-    """Word tokens: runs of letters/digits/underscores, and single punctuation characters."""
-    return _WORD.findall(sentence)
+def tokenize(sentence: str) -> list[str]:
+    """NLTK's ``word_tokenize`` of one sentence (the official loader's tokens)."""
+    return _word_tokenizer().tokenize(sentence)
+
+
+def sentences(text_raw: str) -> list[str]:
+    """The captions of a ``text_raw.txt``: its lines (one sentence each), without blank ones."""
+    return [line for line in text_raw.splitlines() if line.strip()]
 
 
 def caption(shape: int, xpos: int, ypos: int, color: str, phrasing: int) -> str:
-    """The caption of one pair: template ``phrasing`` filled with the factors' words."""
-    return TEMPLATES[phrasing].format(
-        shape=SHAPE_NAMES[shape], xpos=XPOS_NAMES[xpos], ypos=YPOS_NAMES[ypos], color=color
+    """The caption of one pair: phrasing ``phrasing`` filled with the factors' words."""
+    return PHRASES[phrasing].format(
+        SHAPE=SHAPE_NAMES[shape], XPOS=XPOS_NAMES[xpos], YPOS=YPOS_NAMES[ypos], COLOR=color
     )
 
 
@@ -87,24 +106,25 @@ class Vocabulary:
         return len(self.tokens)
 
     @classmethod
-    def build(cls, sentences: Iterable[str]) -> Vocabulary:
-        """The vocabulary of a corpus (the training split): its words, sorted, after the
-        specials; ``max_length`` = the most words in a sentence + 1."""
-        words, longest = set(), 0
-        for sentence in sentences:
-            tokens = split_words(sentence)
-            words.update(tokens)
+    def build(cls, tokenized: Iterable[Sequence[str]]) -> Vocabulary:
+        """The official vocabulary of a tokenised corpus (the training split): the specials,
+        then its words in order of first appearance; ``max_length`` = the most tokens in a
+        sentence + 1."""
+        words: dict[str, None] = dict.fromkeys(SPECIALS)
+        longest = 0
+        for tokens in tokenized:
+            words.update(dict.fromkeys(tokens))
             longest = max(longest, len(tokens))
         if longest == 0:
             raise ConfigError("vocabulary: the training text has no words")
-        return cls(SPECIALS + tuple(sorted(words - set(SPECIALS))), longest + 1)
+        return cls(tuple(words), longest + 1)
 
-    def encode(self, sentences: Iterable[str]) -> np.ndarray:
+    def encode(self, tokenized: Iterable[Sequence[str]]) -> np.ndarray:
         """Token ids, shape ``(n, max_length)`` int32: words, ``{eos}``, ``{pad}`` padding."""
         rows = []
         unk = self.ids[UNK]
-        for sentence in sentences:
-            ids = [self.ids.get(w, unk) for w in split_words(sentence)][: self.max_length - 1]
+        for tokens in tokenized:
+            ids = [self.ids.get(w, unk) for w in tokens][: self.max_length - 1]
             rows.append(ids + [self.ids[EOS]] + [0] * (self.max_length - 1 - len(ids)))
         return np.asarray(rows, np.int32).reshape(-1, self.max_length)
 
@@ -121,95 +141,111 @@ class Vocabulary:
         return out
 
     def save(self, path: Path) -> None:
-        """Writes the vocabulary as JSON (``tokens``, ``max_length``), atomically."""
+        """Writes ``vocab.json`` as the official loader does (``{"w2i": ..., "i2w": ...}``),
+        atomically."""
+        w2i = self.ids
+        i2w = {str(i): t for i, t in enumerate(self.tokens)}
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"tokens": list(self.tokens), "max_length": self.max_length}))
+        tmp.write_text(json.dumps({"w2i": w2i, "i2w": i2w}, ensure_ascii=False))
         tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Vocabulary:
-        """Reads a vocabulary written by :meth:`save`."""
-        try:
-            data = json.loads(Path(path).read_text())
-            vocab = cls(tuple(data["tokens"]), int(data["max_length"]))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"vocabulary {str(path)!r}: unreadable ({err})") from None
-        if vocab.tokens[:3] != SPECIALS or vocab.max_length < 2:
-            raise ConfigError(f"vocabulary {str(path)!r}: not a vocabulary file")
-        return vocab
 
 
 @functools.cache
 def full_vocabulary() -> Vocabulary:
-    """A vocabulary of every word the templates can produce, sized for the longest caption."""
+    """Every word a caption can hold (the phrasings' words, then the shapes, positions and
+    colour names, in order of first appearance), sized for the longest caption."""
     names = color_names()
-    fixed = [t.format(shape="", xpos="", ypos="", color="") for t in TEMPLATES]
-    vocab = Vocabulary.build([*fixed, *SHAPE_NAMES, *XPOS_NAMES, *YPOS_NAMES, *names])
-    longest_name = max(len(split_words(n)) for n in names)
-    longest = max(len(split_words(c)) for c in fixed) + 3 + longest_name
-    return Vocabulary(vocab.tokens, longest + 1)
+    longest_name = max(names, key=lambda n: len(_color_tokens(n)))
+    corpus = [tokenize(caption(0, 0, 0, longest_name, p)) for p in range(len(PHRASES))]
+    vocab = Vocabulary.build(
+        [*corpus, list(SHAPE_NAMES), _position_tokens(), *(_color_tokens(n) for n in names)]
+    )
+    return Vocabulary(vocab.tokens, max(len(c) for c in corpus) + 1)
+
+
+def _position_tokens() -> list[str]:
+    # "{YPOS}-{XPOS}" is one token (a hyphenated word).
+    return [tokenize(f"the {y}-{x} of")[1] for y in YPOS_NAMES for x in XPOS_NAMES]
+
+
+def _color_tokens(name: str) -> list[str]:
+    # Every phrasing quotes the colour between spaces: its tokens in that context.
+    return tokenize(f'x "{name}" y')[2:-2]
+
+
+# Placeholders of the slots while a phrasing is tokenised: single tokens that the tokenizer
+# leaves alone and that leave their neighbours alone.
+_SLOT_WORDS = {"SHAPE": "shapeslot", "POSITION": "positionslot", "COLOR": "colorslot"}
+# Item kinds of a tokenised phrasing.
+_WORD, _SHAPE, _POSITION, _COLOR, _NONE = range(5)
 
 
 @functools.cache
 def _caption_tables(vocab: Vocabulary) -> dict[str, np.ndarray]:
-    """Arrays describing each template as a list of items for :func:`caption_tokens`.
+    """Arrays describing each phrasing as a list of items for :func:`caption_tokens`.
 
     Returns a dict of
-      ``kind``: ``(5, n_items)`` item kind: 0 a fixed word, 1 shape, 2 xpos, 3 ypos, 4 colour,
-        5 no item (padding);
-      ``word``: ``(5, n_items)`` the fixed word's id (kind 0);
-      ``slot_words``: ``(4, n_max, w)`` ids of the shape / xpos / ypos / colour words (rows
-        padded with ``{pad}`` to ``w`` words), ``slot_lengths``: ``(4, n_max)`` their lengths.
+      ``kind``: ``(5, n_items)`` item kind: a fixed word, the shape, the position (one token
+        ``{YPOS}-{XPOS}``), the colour (several tokens), or no item (padding);
+      ``word``: ``(5, n_items)`` the fixed word's id;
+      ``slot_words``: ``(3, n_max, w)`` ids of the shape / position / colour words (rows padded
+        with ``{pad}`` to ``w`` words), ``slot_lengths``: ``(3, n_max)`` their lengths.
     """
     ids = vocab.ids
-    markers = {"shape": 1, "xpos": 2, "ypos": 3, "color": 4}
-    templates = []
-    for template in TEMPLATES:
-        items = []
-        for literal, field, _, _ in string.Formatter().parse(template):
-            items += [(0, ids.get(w, ids[UNK])) for w in split_words(literal)]
-            if field is not None:
-                items.append((markers[field], 0))
-        templates.append(items)
-    n_items = max(len(t) for t in templates)
-    kind = np.full((len(TEMPLATES), n_items), 5, np.int32)
-    word = np.zeros((len(TEMPLATES), n_items), np.int32)
-    for i, items in enumerate(templates):
+    markers = {_SLOT_WORDS["SHAPE"]: _SHAPE, _SLOT_WORDS["POSITION"]: _POSITION}
+    markers[_SLOT_WORDS["COLOR"]] = _COLOR
+    phrasings = []
+    for phrase in PHRASES:
+        filled = phrase.replace("{YPOS}-{XPOS}", _SLOT_WORDS["POSITION"]).format(
+            SHAPE=_SLOT_WORDS["SHAPE"], COLOR=_SLOT_WORDS["COLOR"]
+        )
+        items = [(markers.get(w, _WORD), ids.get(w, ids[UNK])) for w in tokenize(filled)]
+        phrasings.append(items)
+    n_items = max(len(t) for t in phrasings)
+    kind = np.full((len(PHRASES), n_items), _NONE, np.int32)
+    word = np.zeros((len(PHRASES), n_items), np.int32)
+    for i, items in enumerate(phrasings):
         kind[i, : len(items)] = [k for k, _ in items]
         word[i, : len(items)] = [w for _, w in items]
-    slots = [SHAPE_NAMES, XPOS_NAMES, YPOS_NAMES, color_names()]
-    split = [[split_words(v) for v in values] for values in slots]
-    width = max(len(w) for values in split for w in values)
+    slots = [
+        [[s] for s in SHAPE_NAMES],
+        [[p] for p in _position_tokens()],
+        [_color_tokens(n) for n in color_names()],
+    ]
+    width = max(len(w) for values in slots for w in values)
     rows = max(len(values) for values in slots)
-    slot_words = np.zeros((4, rows, width), np.int32)
-    slot_lengths = np.zeros((4, rows), np.int32)
-    for s, values in enumerate(split):
+    slot_words = np.zeros((3, rows, width), np.int32)
+    slot_lengths = np.zeros((3, rows), np.int32)
+    for s, values in enumerate(slots):
         for r, words in enumerate(values):
             slot_words[s, r, : len(words)] = [ids.get(w, ids[UNK]) for w in words]
             slot_lengths[s, r] = len(words)
     return {"kind": kind, "word": word, "slot_words": slot_words, "slot_lengths": slot_lengths}
 
 
-def caption_tokens(f: Factors, vocab: Vocabulary) -> jnp.ndarray:
-    """Token ids of the captions of a batch of factors, built inside the traced program.
-
-    Args:
-      f: factors with ``(n,)`` fields.
-      vocab: the vocabulary (static: its tables become constants).
+def tokens_of_factors(
+    shape: jnp.ndarray,
+    xpos: jnp.ndarray,
+    ypos: jnp.ndarray,
+    color: jnp.ndarray,
+    phrasing: jnp.ndarray,
+    vocab: Vocabulary,
+) -> jnp.ndarray:
+    """Token ids of the captions of ``(n,)`` factor arrays, ``color`` a colour-name index.
 
     Returns:
-      ``(n, vocab.max_length)`` int32, equal to ``vocab.encode(captions(f))``.
+      ``(n, vocab.max_length)`` int32, equal to ``vocab.encode`` of the tokenised captions.
     """
     t = {k: jnp.asarray(v) for k, v in _caption_tables(vocab).items()}
     width = t["slot_words"].shape[-1]
 
-    def one(shape, xpos, ypos, color, phrasing):
+    def one(shape, position, color, phrasing):
         kind, word = t["kind"][phrasing], t["word"][phrasing]
-        slot_value = jnp.stack([shape, xpos, ypos, color])
-        slot = jnp.clip(kind - 1, 0, 3)
+        slot_value = jnp.stack([shape, position, color])
+        slot = jnp.clip(kind - _SHAPE, 0, 2)
         value = slot_value[slot]
-        is_slot = (kind >= 1) & (kind <= 4)
-        length = jnp.where(kind == 0, 1, jnp.where(is_slot, t["slot_lengths"][slot, value], 0))
+        is_slot = (kind >= _SHAPE) & (kind <= _COLOR)
+        length = jnp.where(kind == _WORD, 1, jnp.where(is_slot, t["slot_lengths"][slot, value], 0))
         words = jnp.where(
             is_slot[:, None],
             t["slot_words"][slot, value],
@@ -225,5 +261,20 @@ def caption_tokens(f: Factors, vocab: Vocabulary) -> jnp.ndarray:
         n_words = jnp.minimum(jnp.sum(length), vocab.max_length - 1)
         return out.at[n_words].set(vocab.ids[EOS])
 
+    position = ypos * len(XPOS_NAMES) + xpos
+    return jax.vmap(one)(shape, position, color, phrasing)
+
+
+def caption_tokens(f: Factors, vocab: Vocabulary) -> jnp.ndarray:
+    """Token ids of the captions of a batch of factors, built inside the traced program.
+
+    Args:
+      f: factors with ``(n,)`` fields.
+      vocab: the vocabulary (static: its tables become constants).
+
+    Returns:
+      ``(n, vocab.max_length)`` int32, equal to ``vocab.encode`` of the tokenised
+      :func:`captions`.
+    """
     index = color_index(f.hue, f.palette)
-    return jax.vmap(one)(f.shape, f.xpos, f.ypos, index, f.phrasing)
+    return tokens_of_factors(f.shape, f.xpos, f.ypos, index, f.phrasing, vocab)

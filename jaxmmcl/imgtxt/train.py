@@ -7,10 +7,12 @@ the largest size of the sweep; a run of size k masks its encodings to the first 
 Several such programs (groups of runs) train at the same time, one per device
 (:func:`train_groups`).
 
-Batches come from a :class:`BatchSource`: rendered on the device from freshly sampled factors
-inside the training step (:func:`rendered_source`, no files), or gathered from a split held in
-device memory as uint8 images and token ids (:func:`array_source`). Either way the input
-pipeline is part of the compiled step.
+Batches come from a :class:`BatchSource`: gathered from a fixed training split held in device
+memory as uint8 images and token ids, in shuffled epochs of full batches, as the official
+``DataLoader(shuffle=True, drop_last=True)`` (:func:`array_source`); or, as a declared option,
+rendered on the device from freshly sampled factors inside every training step
+(:func:`rendered_source`, no files, no fixed set). Either way the input pipeline is part of the
+compiled step, and a run's batches are a function of its data key and the step number.
 
 Batch normalisation: each run has its own ``batch_stats``; the training step applies the
 encoders with ``mutable=["batch_stats"]`` and carries the updated running averages in the
@@ -31,7 +33,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxmmcl.config import ConfigError
+from jaxmmcl.config import PRECISIONS, ConfigError
 from jaxmmcl.imgtxt.factors import sample_factors
 from jaxmmcl.imgtxt.models import (
     EMBEDDING_SIZE,
@@ -42,6 +44,7 @@ from jaxmmcl.imgtxt.models import (
 )
 from jaxmmcl.imgtxt.render import render_batch
 from jaxmmcl.imgtxt.text import Vocabulary, caption_tokens
+from jaxmmcl.precision import EVALUATION, check_supported, matmul_precision
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class TrainConfig:
       clip_norm: gradients are clipped to this global L2 norm.
       temperature: NT-Xent temperature.
       log_every: steps per reported mean loss (and per progress update).
+      precision: how the training step's float32 products and convolutions compute
+        (:mod:`jaxmmcl.precision`; ``"float32"`` by default). The official PyTorch code
+        computes its matrix products in float32; its cuDNN convolutions may use TF32, which
+        PyTorch allows for convolutions by default.
     """
 
     batch_size: int = 256
@@ -95,6 +102,7 @@ class TrainConfig:
     clip_norm: float = 2.0
     temperature: float = 1.0
     log_every: int = 100
+    precision: str = "float32"
 
     def __post_init__(self):
         for name in ("batch_size", "steps", "log_every"):
@@ -109,6 +117,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value > 0 or not np.isfinite(value):
                 raise ConfigError(f"train.{name}: expected a number > 0, got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"train.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,8 +129,9 @@ class BatchSource:
 
     Attributes:
       arrays: device arrays the batches are drawn from (a pytree; empty when rendering).
-      draw: ``draw(arrays, key, n) -> (images (n, s, s, 3) float32 in [0, 1], tokens (n, T))``,
-        traceable.
+      draw: ``draw(arrays, key, step, n) -> (images (n, s, s, 3) float32 in [0, 1],
+        tokens (n, T))``: the batch of training step ``step`` of the run whose data key is
+        ``key``; traceable.
       mean, std: per-channel normalisation of the images, ``(3,)`` each.
       image_size, max_length: shapes of a batch.
     """
@@ -134,26 +147,35 @@ class BatchSource:
 def rendered_source(
     image_size: int, vocab: Vocabulary, mean, std, *, causal_hue: bool = True
 ) -> BatchSource:
-    """Batches of freshly sampled factors, rendered and captioned on the device."""
+    """Fresh renders: every step a batch of newly sampled factors, rendered and captioned on
+    the device (no fixed training set)."""
 
-    def draw(arrays, key, n):
-        f = sample_factors(key, n, causal_hue=causal_hue)
+    def draw(arrays, key, step, n):
+        f = sample_factors(jax.random.fold_in(key, step), n, causal_hue=causal_hue)
         return render_batch(f, image_size), caption_tokens(f, vocab)
 
     return BatchSource({}, draw, np.asarray(mean), np.asarray(std), image_size, vocab.max_length)
 
 
 def array_source(images: np.ndarray, tokens: np.ndarray, mean, std) -> BatchSource:
-    """Batches drawn uniformly with replacement from a split held in device memory.
+    """Shuffled epochs of full batches of a split held in device memory.
+
+    As the official ``DataLoader(shuffle=True, drop_last=True)``: epoch e visits the split in
+    the order of a permutation drawn from ``fold_in(key, e)``, in ``len // n`` batches of ``n``
+    pairs, dropping the last ``len % n``.
 
     Args:
-      images: ``(n, s, s, 3)`` uint8.
-      tokens: ``(n, T)`` int32.
+      images: ``(N, s, s, 3)`` uint8.
+      tokens: ``(N, T)`` int32.
       mean, std: per-channel normalisation, ``(3,)`` each.
     """
 
-    def draw(arrays, key, n):
-        idx = jax.random.randint(key, (n,), 0, arrays["images"].shape[0])
+    def draw(arrays, key, step, n):
+        size = arrays["images"].shape[0]
+        per_epoch = size // n
+        epoch, batch = step // per_epoch, step % per_epoch
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), size)
+        idx = jax.lax.dynamic_slice_in_dim(order, batch * n, n)
         return arrays["images"][idx].astype(jnp.float32) / 255.0, arrays["tokens"][idx]
 
     arrays = {"images": jnp.asarray(images), "tokens": jnp.asarray(tokens)}
@@ -190,7 +212,8 @@ class RunState:
       params: ``{"image": ..., "text": ...}`` encoder parameters.
       batch_stats: ``{"image": ..., "text": ...}`` batch-norm running averages.
       opt_state: Adam state.
-      key: the key the next batch is drawn from.
+      key: the run's data key (its batches are a function of this key and the step).
+      step: training steps taken (int32 scalar).
       size: the run's encoding size (int32 scalar; units past it are masked).
     """
 
@@ -198,6 +221,7 @@ class RunState:
     batch_stats: dict
     opt_state: optax.OptState
     key: jax.Array
+    step: jnp.ndarray
     size: jnp.ndarray
 
 
@@ -224,7 +248,8 @@ def init_run(seed, size, model: ModelConfig, train: TrainConfig, source: BatchSo
     params = {"image": v_img["params"], "text": v_txt["params"]}
     stats = {"image": v_img["batch_stats"], "text": v_txt["batch_stats"]}
     opt_state = _optimizer(train).init(params)
-    return RunState(params, stats, opt_state, k_data, jnp.asarray(size, jnp.int32))
+    zero = jnp.zeros((), jnp.int32)
+    return RunState(params, stats, opt_state, k_data, zero, jnp.asarray(size, jnp.int32))
 
 
 def _apply(model: ModelConfig, params, stats, images, tokens, train: bool):
@@ -252,9 +277,11 @@ def _apply(model: ModelConfig, params, stats, images, tokens, train: bool):
 def train_step(
     state: RunState, arrays, model: ModelConfig, train: TrainConfig, source: BatchSource
 ) -> tuple[RunState, jnp.ndarray]:
-    """One optimiser step of one run on a fresh batch; returns the new state and the loss."""
-    key, batch_key = jax.random.split(state.key)
-    images, tokens = source.draw(arrays, batch_key, train.batch_size)
+    """One optimiser step of one run on its next batch; returns the new state and the loss.
+
+    The step's products and convolutions compute at ``train.precision``.
+    """
+    images, tokens = source.draw(arrays, state.key, state.step, train.batch_size)
     images = _normalise(images, source)
     mask = encoding_mask(state.size, model.encoding_size)
 
@@ -262,10 +289,12 @@ def train_step(
         h1, h2, stats = _apply(model, params, state.batch_stats, images, tokens, True)
         return nt_xent(h1 * mask, h2 * mask, train.temperature), stats
 
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    with matmul_precision(train.precision):
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = _optimizer(train).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return RunState(params, stats, opt_state, key, state.size), loss
+    new = RunState(params, stats, opt_state, state.key, state.step + 1, state.size)
+    return new, loss
 
 
 def over_runs(fn: Callable, in_axes: tuple, n_runs: int) -> Callable:
@@ -361,6 +390,12 @@ def train_groups(
       each ``log_every`` steps.
     """
     devices = list(jax.local_devices() if devices is None else devices)
+    check_supported(train.precision, devices[0].platform)
+    if "images" in source.arrays and len(source.arrays["images"]) < train.batch_size:
+        raise ConfigError(
+            f"training split: {len(source.arrays['images'])} pairs, fewer than one batch of "
+            f"{train.batch_size}"
+        )
     if not 1 <= len(groups) <= len(devices):
         raise ConfigError(f"train_groups: {len(groups)} groups for {len(devices)} devices")
     for _, sizes in groups:
@@ -393,9 +428,10 @@ def train_groups(
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _encode_batch(state: RunState, images, tokens, model: ModelConfig, source, n_runs: int):
     def one(s):
-        h1, h2, _ = _apply(
-            model, s.params, s.batch_stats, _normalise(images, source), tokens, False
-        )
+        with matmul_precision(EVALUATION):
+            h1, h2, _ = _apply(
+                model, s.params, s.batch_stats, _normalise(images, source), tokens, False
+            )
         mask = encoding_mask(s.size, model.encoding_size)
         return h1 * mask, h2 * mask
 
