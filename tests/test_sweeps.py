@@ -28,6 +28,7 @@ TINY_SCALE = {
     "model.widths": [16, 16],
     "train.batch_size": 32,
     "train.steps": 20,
+    "train.warmup_steps": 0,
     "train.log_every": 10,
     "eval.n_fit": 64,
     "eval.n_test": 64,
