@@ -120,9 +120,9 @@ def official_run(checkout: Path, work: Path, setting: str, seed: int, steps: int
 def jaxmmcl_runs(work: Path, seeds: list[int], steps: int) -> dict[tuple[str, int], dict]:
     """All settings x seeds as one jaxmmcl sweep with official draws; scores per run."""
     from jaxmmcl.runner import run_sweep
-    from jaxmmcl.sweeps import sweep_from_dict
+    from jaxmmcl.sweeps import load_sweep
 
-    sweep = sweep_from_dict(
+    sweep = load_sweep(
         {
             "name": "official-check",
             "base": {

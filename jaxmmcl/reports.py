@@ -171,7 +171,7 @@ def _mean_std(values: Iterable[float]) -> str:
     if values.size == 0:
         return "—"
     if np.all(np.isnan(values)):
-        return "diverged"
+        return "left out"
     return f"{np.nanmean(values):.2f} ± {np.nanstd(values):.2f}"
 
 
@@ -182,7 +182,8 @@ def table_cells(
 
     Returns:
       (row value, column value, block) -> one value per seed: the mean over the two encodings,
-      each scored on its own modality's block; NaN for a diverged run. Blocks ``c``, ``s``,
+      each scored on its own modality's block; NaN for a run that is not ok (diverged or
+      failed). Blocks ``c``, ``s``,
       ``m``; a block the runs do not have or do not score (``m`` with ``n_m: 0``; an accuracy
       of a continuous block) maps to an empty list.
     """
@@ -194,7 +195,7 @@ def table_cells(
                 continue
             value = _number(r[score]) if r["status"] == "ok" else math.nan
             # An ok run without the score (an accuracy of a continuous block) adds nothing;
-            # NaN marks diverged runs only.
+            # NaN marks runs that are not ok only.
             if r["status"] != "ok" or math.isfinite(value):
                 per_seed[r[row_axis], r[column_axis], block].setdefault(r["seed"], []).append(value)
     return {key: [float(np.mean(v)) for v in seeds.values()] for key, seeds in per_seed.items()}
@@ -212,7 +213,8 @@ def paper_table(
     One line per value of ``row_axis``; for each value of ``column_axis`` three columns: content
     ``c``, style ``s`` and modality-specific ``m``. Each cell is the mean ± std over seeds of the
     per-seed average over the two encodings, each scored on its own modality's block (h1: c, s,
-    m1; h2: c, s_tilde, m2). Diverged runs are left out of the statistics and counted below.
+    m1; h2: c, s_tilde, m2). Runs that diverged or failed are left out of the statistics and
+    counted below.
     """
     row_values = list(dict.fromkeys(r[row_axis] for r in rows))
     col_values = list(dict.fromkeys(r[column_axis] for r in rows))
@@ -222,8 +224,8 @@ def paper_table(
     for rv in row_values:
         row = [_mean_std(cells.get((rv, cv, b), [])) for cv in col_values for b in ("c", "s", "m")]
         lines.append("| " + " | ".join([str(rv), *row]) + " |")
-    diverged = len({r["run"] for r in rows if r["status"] != "ok"})
-    note = f"\n{diverged} diverged run(s) left out.\n" if diverged else "\n"
+    left_out = _left_out(rows)
+    note = f"\n{left_out} left out.\n" if left_out else "\n"
     return "\n".join(lines) + "\n" + note
 
 
@@ -766,7 +768,8 @@ def _losses_section(
         return _Section(title, "Skipped: losses.csv holds no curve of these runs.")
     diverged = {r["run"] for r in rows if r["status"] != "ok"}
     explanation = (
-        "Mean training loss of every logging interval: a faint line per run (dotted: diverged), "
+        "Mean training loss of every logging interval: a faint line per run (dotted: diverged "
+        "or failed), "
         "a thick line per compiled group (mean over its ok runs)."
     )
     figure = figures.loss_curves(
@@ -774,7 +777,8 @@ def _losses_section(
         _group_labels(rows, params),
         diverged,
         title=title,
-        caption="faint: one run each (dotted: diverged); thick: mean over the group's ok runs",
+        caption="faint: one run each (dotted: diverged or failed); thick: mean over the group's "
+        "ok runs",
     )
     return _Section(title, explanation, "", figure, "")
 
@@ -785,8 +789,8 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     Reads ``results.csv``, ``losses.csv`` (optional: without it there is no loss figure) and,
     when ``sweep_dict`` is ``None``, ``config.yaml``. The report is the sweep's ``report:``
     section (see the module docstring), or :func:`default_report` of its axes when the section
-    is absent or null; the training-loss figure is always added. Diverged runs are left out of
-    every mean and listed in the Markdown. Every file is written atomically.
+    is absent or null; the training-loss figure is always added. Runs that diverged or failed
+    are left out of every mean and listed in the Markdown. Every file is written atomically.
 
     Args:
       folder: the sweep's output folder.
@@ -871,8 +875,18 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     return written
 
 
+def _left_out(rows: Sequence[dict[str, Any]]) -> str:
+    """``"3 runs (2 diverged, 1 failed)"`` for the runs whose status is not ok; "" if none."""
+    status = {r["run"]: r["status"] for r in rows if r["status"] != "ok"}
+    if not status:
+        return ""
+    counts = {s: list(status.values()).count(s) for s in sorted(set(status.values()))}
+    detail = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return f"{len(status)} run{'s' if len(status) != 1 else ''} ({detail})"
+
+
 def _summary(rows: Sequence[dict[str, Any]], params: Sequence[str]) -> str:
-    """One paragraph: runs, seeds, groups, the diverged runs left out, how to read the scores."""
+    """One paragraph: runs, seeds, groups, the runs left out, how to read the scores."""
     runs = {r["run"]: r for r in rows}
     seeds = _ordered(r["seed"] for r in runs.values())
     groups = {r["group"] for r in runs.values()}
@@ -883,19 +897,16 @@ def _summary(rows: Sequence[dict[str, Any]], params: Sequence[str]) -> str:
         "encoding's own-modality blocks (c: content, s: style, m: modality-specific; h1 is "
         "scored on s and m1, h2 on s_tilde and m2)."
     )
-    diverged = [r for r in runs.values() if r["status"] != "ok"]
-    if diverged:
+    not_ok = [r for r in runs.values() if r["status"] != "ok"]
+    if not_ok:
         listed = [
-            f"run {r['run']} ("
+            f"run {r['run']} ({r['status']}; "
             + ", ".join(f"{p}={_fmt(r.get(p))}" for p in [*params, "seed"])
             + ")"
-            for r in diverged[:10]
+            for r in not_ok[:10]
         ]
-        more = f" and {len(diverged) - 10} more" if len(diverged) > 10 else ""
+        more = f" and {len(not_ok) - 10} more" if len(not_ok) > 10 else ""
         text += (
-            f"\n\n**{len(diverged)} diverged run(s) left out of every mean:** "
-            + "; ".join(listed)
-            + more
-            + "."
+            f"\n\n**{_left_out(rows)} left out of every mean:** " + "; ".join(listed) + more + "."
         )
     return text

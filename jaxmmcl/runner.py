@@ -173,6 +173,7 @@ def group_rows(
 ) -> list[dict[str, Any]]:
     """Result rows of one program: one per run x encoder x factor."""
     rows = []
+    status = trained.status
     for i, run in enumerate(runs):
         flat = run.config.flat()
         params = {col: run.params.get(col, flat.get(col)) for col in sweep.param_columns}
@@ -197,7 +198,7 @@ def group_rows(
                         "acc_nonlinear": score(scores.acc_nonlinear, e, f),
                         "val_loss": math.nan if diverged else float(scores.val_loss[i]),
                         "loss": float(trained.final_loss[i]),
-                        "status": "diverged" if diverged else "ok",
+                        "status": str(status[i]),
                     }
                 )
     return rows

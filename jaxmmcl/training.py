@@ -10,7 +10,9 @@ right for CPU devices, where a vmapped matrix product of small per-run matrices 
 the same products one after another); see :func:`runs_at_once`.
 
 A run whose loss or gradient becomes non-finite is marked diverged; from then on its parameters
-stay frozen at their last finite value, so the rest of its grid is unaffected.
+stay frozen at their last finite value, so the rest of its grid is unaffected. A run that stays
+finite but ends worse than it started, and worse than an encoder that maps everything to one
+point, is marked failed (:func:`run_status`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class TrainState:
       key: the key the next step's batch is drawn from.
       step: optimiser steps taken.
       diverged: whether a non-finite loss or gradient was met.
+      initial_loss: the loss of the first step (NaN before it).
     """
 
     params: dict
@@ -64,6 +67,7 @@ class TrainState:
     key: jax.Array
     step: jnp.ndarray
     diverged: jnp.ndarray
+    initial_loss: jnp.ndarray
 
 
 def run_keys(seed: jnp.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -99,7 +103,14 @@ def init_state(seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig) -> T
     init_key, step_key = jax.random.split(run_keys(seed)[1])
     params = init_encoders(init_key, static)
     opt_state = make_optimizer(hyper.learning_rate, static.train).init(params)
-    return TrainState(params, opt_state, step_key, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        key=step_key,
+        step=jnp.zeros((), jnp.int32),
+        diverged=jnp.zeros((), bool),
+        initial_loss=jnp.full((), jnp.nan, jnp.float32),
+    )
 
 
 def draw_simulations(seeds: ArrayLike, hypers: HyperArrays, static: StaticConfig) -> Simulation:
@@ -110,15 +121,23 @@ def draw_simulations(seeds: ArrayLike, hypers: HyperArrays, static: StaticConfig
     """
     if static.simulation.draws == "official":
         return official_simulations(seeds, hypers, static.simulation)
+    draw = _simulate_program(static.simulation)
+    hypers = jax.device_get(hypers)
+    # One run at a time, on one device: a vmapped draw rounds differently with the number of
+    # runs it batches (a mechanism's column norms moved by 1e-7 between batches of 1 and 2),
+    # and the mechanisms' rejection sampler, a data-dependent while_loop, hangs XLA's CPU
+    # runtime when partitioned over devices. Simulations are small.
     with jax.default_device(jax.local_devices()[0]):
-        return _simulate_program(static.simulation)(jnp.asarray(seeds, jnp.uint32), hypers)
+        runs = [
+            draw(jnp.uint32(seed), jax.tree.map(lambda x, i=i: x[i], hypers))
+            for i, seed in enumerate(np.asarray(seeds))
+        ]
+    return jax.tree.map(lambda *x: jnp.stack(x), *runs)
 
 
 @functools.cache
 def _simulate_program(sim: SimulationConfig) -> Callable:
-    # On one device: the mechanisms' rejection sampler is a data-dependent while_loop, which
-    # hangs XLA's CPU runtime when it is partitioned over several devices; simulations are small.
-    return jax.jit(jax.vmap(lambda seed, hyper: init_simulation(run_keys(seed)[0], sim, hyper)))
+    return jax.jit(lambda seed, hyper: init_simulation(run_keys(seed)[0], sim, hyper))
 
 
 def init_run(
@@ -182,6 +201,7 @@ def train_step(
         key=key,
         step=state.step + 1,
         diverged=diverged,
+        initial_loss=jnp.where(state.step == 0, loss, state.initial_loss),
     )
     return new_state, jnp.where(diverged, jnp.nan, loss)
 
@@ -329,6 +349,7 @@ class GridResult:
       params: the final encoder parameters (stacked pytree).
       loss_history: ``(R, n_chunks)`` mean loss per ``log_every`` chunk (NaN once diverged).
       diverged: ``(R,)`` bool.
+      initial_loss: ``(R,)`` the loss of each run's first step.
       compile_seconds: time spent compiling the group's programs.
       train_seconds: time spent training (excluding compilation).
     """
@@ -337,6 +358,7 @@ class GridResult:
     params: dict
     loss_history: np.ndarray
     diverged: np.ndarray
+    initial_loss: np.ndarray
     compile_seconds: float
     train_seconds: float
 
@@ -344,6 +366,26 @@ class GridResult:
     def final_loss(self) -> np.ndarray:
         """``(R,)`` mean loss of the last chunk."""
         return self.loss_history[:, -1]
+
+    @property
+    def status(self) -> np.ndarray:
+        """``(R,)`` each run's :func:`run_status`."""
+        return run_status(self.diverged, self.initial_loss, self.final_loss)
+
+
+def run_status(diverged: ArrayLike, initial_loss: ArrayLike, final_loss: ArrayLike) -> np.ndarray:
+    """Each run's outcome: ``"ok"``, ``"diverged"`` or ``"failed"``, elementwise.
+
+    ``diverged``: a loss or gradient was not finite. ``failed``: the final loss (the mean of the
+    last logging interval) is above both the run's first-step loss and 0, the loss of a
+    constant encoder (all distances 0, so each direction is ``log(N + 1) - log(N + 1)``): the
+    run got worse than where it started and than an encoder that learned nothing, as runs
+    whose learning rate blows them up do.
+    """
+    diverged = np.asarray(diverged, bool)
+    final = np.asarray(final_loss, np.float64)
+    worse = (final > np.asarray(initial_loss, np.float64)) & (final > 0.0)
+    return np.where(diverged, "diverged", np.where(worse, "failed", "ok"))
 
 
 ProgressFn = Callable[[int, int], None]
@@ -478,13 +520,16 @@ def train_grid(
             checkpoint.maybe_save(done, state, history, force=done == total)
         if progress is not None:
             progress(done, total)
-    simulation, params, diverged = to_host((simulation, state.params, state.diverged))
+    simulation, params, diverged, initial_loss = to_host(
+        (simulation, state.params, state.diverged, state.initial_loss)
+    )
     trim = functools.partial(jax.tree.map, lambda x: x[:runs])
     return GridResult(
         simulation=trim(simulation),
         params=trim(params),
         loss_history=history[:runs],
         diverged=np.asarray(diverged[:runs]),
+        initial_loss=np.asarray(initial_loss[:runs]),
         compile_seconds=compile_seconds,
         train_seconds=train_seconds,
     )

@@ -123,7 +123,8 @@ def test_table_sweep_report(tmp_path):
     )
     assert "m (modality-specific) averages h1 on m1 and h2 on m2." in markdown
     # Run 4 (p=1.0 independent, multimodal, seed 1) diverged: listed, and left out.
-    assert "1 diverged run(s) left out of every mean" in markdown and "run 4 (" in markdown
+    assert "1 run (1 diverged) left out of every mean" in markdown
+    assert "run 4 (diverged; " in markdown
     table = {r[0]: r for r in markdown_rows(markdown)}
     for setting, mechanism in itertools.product(settings, ("multi-view", "multimodal")):
         where = {"setting": setting, "mechanism": mechanism}
