@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.name not in available_sweeps():
                 raise ConfigError(
                     f"reproduce: unknown experiment {args.name!r} "
-                    f"(available: {', '.join(available_sweeps())})"
+                    f"(available: {', '.join([*available_sweeps(), 'imgtxt'])})"
                 )
             scale = args.scale or "cpu"
             args.scale = scale
@@ -197,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             _report(Path(args.dir))
     except ConfigError as err:
         print(f"jaxmmcl: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A full disk or a folder that went away: what the system said, on one line.
+        where = f": {err.filename}" if err.filename else ""
+        print(f"jaxmmcl: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     return 0
 

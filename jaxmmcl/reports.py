@@ -297,9 +297,9 @@ def _validate_entry(where: str, kind: str, fields: dict, columns: list[str]) -> 
 
     def column(key: str, extra: tuple[str, ...] = ()) -> None:
         if key in entry and entry[key] not in [*columns, *extra]:
+            valid = ", ".join([*columns, *extra]) or "none: the sweep has no axes"
             raise ConfigError(
-                f"{where}.{key}: {entry[key]!r} is not a result column "
-                f"(valid: {', '.join([*columns, *extra])})"
+                f"{where}.{key}: {entry[key]!r} is not a result column (valid: {valid})"
             )
 
     for key in ("x", "y", "rows", "columns"):

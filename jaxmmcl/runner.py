@@ -17,7 +17,9 @@ Output folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -47,7 +49,14 @@ from jaxmmcl.distributed import (
 )
 from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
 from jaxmmcl.precision import check_supported
-from jaxmmcl.reports import FIXED_COLUMNS, SCORE_COLUMNS, write_atomic, write_csv, write_report
+from jaxmmcl.reports import (
+    FIXED_COLUMNS,
+    SCORE_COLUMNS,
+    load_results,
+    write_atomic,
+    write_csv,
+    write_report,
+)
 from jaxmmcl.sweeps import Run, Sweep
 from jaxmmcl.training import GridResult, memory_per_run, step_flops, train_grid
 
@@ -283,6 +292,57 @@ class SweepProgress:
         self._bar.close()
 
 
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path):
+    """Holds an exclusive lock on ``out`` (created if missing) for the ``with`` block.
+
+    The lock is ``flock`` on ``out/.lock``, which the kernel releases when the process ends in
+    any way, so a crashed sweep never leaves a stale lock behind. The file holds the pid of the
+    process that locked it, for the message a second writer gets.
+
+    Raises:
+      ConfigError: ``out`` cannot be created, or another process holds its lock.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise ConfigError(f"--out {str(out)!r}: cannot write there ({err.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"--out {str(out)!r}: another jaxmmcl process (pid {holder}) is writing there; "
+                "wait for it or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _check_out(out: Path) -> None:
+    """Raises ConfigError when ``out`` cannot be a folder of results; reads, never writes."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {str(out)!r}: cannot write there ({str(parent)!r})")
+
+
+def is_finished(out: Path) -> bool:
+    """Whether ``out`` holds a finished sweep: its results, and no state of one in progress."""
+    return (out / "results.csv").is_file() and not (out / "state").exists()
+
+
 def _check_folder(out: Path, sweep: Sweep, resume: bool, force: bool) -> None:
     """Raises ConfigError when ``out`` may not take ``sweep``; reads, never writes."""
     saved = out / "config.yaml"
@@ -330,14 +390,41 @@ def run_sweep(
     Returns:
       The result rows (as written to ``results.csv``).
 
+    With ``resume``, a sweep that already finished in ``out_dir`` is not run again: its
+    results are read back (and a line on stderr says so).
+
     Raises:
       ConfigError: ``out_dir`` holds another sweep, or holds one and neither ``resume`` nor
-        ``force`` is set.
+        ``force`` is set; it cannot be written; or another process is writing to it.
     """
     out = Path(out_dir)
     mesh = mesh if mesh is not None else runs_mesh()
     programs = plan_sweep(sweep, mesh, max_runs)
+    _check_out(out)
+    if not is_writer():
+        return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every)
+    with folder_lock(out):
+        return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every)
+
+
+def _run_sweep(
+    sweep: Sweep,
+    out: Path,
+    programs: list[Program],
+    show_progress: bool,
+    resume: bool,
+    force: bool,
+    checkpoint_every: float,
+) -> list[dict]:
     _check_folder(out, sweep, resume, force)
+    if resume and not force and is_finished(out):
+        if is_writer():
+            print(
+                f"--resume: {str(out)!r} holds this sweep, finished; nothing to do "
+                "(--force runs it again)",
+                file=sys.stderr,
+            )
+        return load_results(out)
     # Every process checks the folder before any writes to it: a process that looked after
     # process 0 had written config.yaml would take the new sweep for an old one.
     barrier("folder checked")

@@ -49,7 +49,19 @@ SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes", 
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 with ``1e-3`` read as a float (plain YAML 1.1 wants ``1.0e-3``)."""
+    """YAML 1.1 with ``1e-3`` read as a float (plain YAML 1.1 wants ``1.0e-3``), and a key
+    repeated in one mapping an error (plain YAML keeps the last value without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -62,6 +74,15 @@ _Loader.add_implicit_resolver(
 def read_yaml(text: str):
     """Parses YAML text with :class:`_Loader`."""
     return yaml.load(text, Loader=_Loader)
+
+
+def yaml_error_line(where: str, err: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``where``, line and column, and the problem."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return f"{where}: invalid YAML ({problem})"
+    return f"{where}, line {mark.line + 1}, column {mark.column + 1}: invalid YAML ({problem})"
 
 
 @dataclass(frozen=True)
@@ -185,7 +206,29 @@ def _check_keys(keys: Sequence[str], where: str) -> None:
             raise ConfigError(f"{where}{key}: unknown key")
 
 
+def _check_disjoint(axes: dict[str, Any]) -> None:
+    """Two axes that set the same key would silently overwrite each other's values."""
+    owner: dict[str, str] = {}
+    for name, values in axes.items():
+        if _is_zip(values):
+            keys = set(values["zip"]) if isinstance(values["zip"], Mapping) else set()
+        elif isinstance(values, Mapping):
+            keys = {
+                k for case in values.values() if isinstance(case, Mapping) for k in flatten(case)
+            }
+        else:
+            keys = {name}
+        for key in sorted(keys):
+            if key in owner:
+                raise ConfigError(
+                    f"axes.{name}: sets {key}, which axis {owner[key]!r} also sets (an axis "
+                    "would overwrite the other's values)"
+                )
+            owner[key] = name
+
+
 def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
+    _check_disjoint(axes)
     choices = []
     for name, values in axes.items():
         if _is_zip(values):
@@ -295,28 +338,41 @@ def load_sweep(
         spec = dict(source)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ConfigError(f"sweep file {str(path)!r}: is a directory, not a sweep file")
         if not path.is_file():
             raise ConfigError(f"sweep file {str(path)!r}: no such file")
         try:
             spec = read_yaml(path.read_text())
         except yaml.YAMLError as err:
-            raise ConfigError(f"sweep file {str(path)!r}: invalid YAML ({err})") from None
+            raise ConfigError(yaml_error_line(f"sweep file {str(path)!r}", err)) from None
         if not isinstance(spec, Mapping):
             raise ConfigError(f"sweep file {str(path)!r}: expected a mapping at the top level")
     for key in spec:
         if key not in SWEEP_KEYS:
             raise ConfigError(f"{key}: unknown sweep section (valid: {', '.join(SWEEP_KEYS)})")
+    for section in ("base", "scales", "axes"):
+        if not isinstance(spec.get(section) or {}, Mapping):
+            raise ConfigError(f"{section}: expected a mapping, got {spec[section]!r}")
     base = flatten(spec.get("base") or {})
     scales = spec.get("scales") or {}
     scale = scale if scale is not None else spec.get("default_scale")
     axes = dict(spec.get("axes") or {})
     if scale is not None:
         if scale not in scales:
-            raise ConfigError(f"--scale: unknown scale {scale!r} (this sweep has: {list(scales)})")
+            have = ", ".join(map(str, scales)) or "none"
+            raise ConfigError(f"--scale: unknown scale {scale!r} (this sweep has: {have})")
+        if not isinstance(scales[scale] or {}, Mapping):
+            raise ConfigError(f"scales.{scale}: expected a mapping, got {scales[scale]!r}")
         _apply(base, axes, flatten(scales[scale] or {}), f"scales.{scale}.")
     _apply(base, axes, overrides or {}, "--set ")
     _check_keys(list(base), "base.")
     name = str(spec.get("name") or (Path(source).stem if not isinstance(source, Mapping) else ""))
+    # The report is written as <out>/<name>.md: a name must be a plain file name.
+    if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(
+            f"name: expected a plain file name (letters, digits, '.', '_', '-'), got {name!r}"
+        )
     return Sweep(
         name=name,
         base=base,

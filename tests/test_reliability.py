@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import yaml
 from conftest import TINY
@@ -22,7 +23,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_blown_up_runs_are_failed_left_out_and_do_not_change_the_good_ones(tmp_path):
+def test_blown_up_runs_are_failed_left_out_and_do_not_change_the_good_ones(tmp_path, capsys):
     def run(rates, name):
         spec = {"name": name, "base": TINY, "axes": {"train.learning_rate": rates, "seed": [0, 1]}}
         out = tmp_path / name
@@ -31,6 +32,16 @@ def test_blown_up_runs_are_failed_left_out_and_do_not_change_the_good_ones(tmp_p
         return out
 
     mixed, good = run([1e-3, 10.0], "mixed"), run([1e-3], "good")
+    # --resume of a finished sweep says so and changes nothing.
+    def files():
+        return {p.name: p.stat().st_mtime_ns for p in good.iterdir() if p.name != ".lock"}
+
+    before = files()
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "good.yaml"), "--out", str(good), "--resume",
+                 "--quiet"]) == 0  # fmt: skip
+    assert "finished; nothing to do" in capsys.readouterr().err
+    assert files() == before
     rows = read_csv(mixed / "results.csv")
     status = {(r["train.learning_rate"], r["seed"]): r["status"] for r in rows}
     assert status == {("0.001", "0"): "ok", ("0.001", "1"): "ok",
@@ -67,3 +78,139 @@ def test_failed_means_worse_than_the_start_and_than_a_constant_encoder():
         final_loss=[0.2, -0.3, -0.2, 0.05, float("nan")],
     )
     assert status.tolist() == ["failed", "ok", "ok", "ok", "diverged"]
+
+
+def _refused(capsys, args, *needles):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_repeated_and_conflicting_sweep_keys_are_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text("name: r\naxes:\n  seed: [0]\n  seed: [0, 1]\n")
+    _refused(capsys, ["run", str(repeated), "--out", str(out)], "line 4", "duplicate key 'seed'")
+    spec = {
+        "name": "c",
+        "base": TINY,
+        "axes": {"train.steps": [10, 20], "case": {"a": {"train.steps": 5}}},
+    }
+    path = write_sweep(tmp_path, spec)
+    _refused(capsys, ["run", str(path), "--out", str(out)], "axes.case", "train.steps")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: b\naxes: {seed: [0\n")
+    _refused(capsys, ["run", str(broken), "--out", str(out)], str(broken), "line ", "column ")
+    _refused(capsys, ["run", str(tmp_path), "--out", str(out)], "is a directory")
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    from jaxmmcl.imgtxt import dataset
+
+    root = tmp_path_factory.mktemp("m3di")
+    # 12 validation images: unpadded names of 11 or more sort wrongly (10.png before 2.png).
+    counts = {"train": 12, "val": 12, "test": 12}
+    dataset.generate(root, counts, image_size=16, seed=3, chunk=16, show_progress=False)
+    return root
+
+
+def _damage(root, tmp_path, how):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    how(copy / "val")
+    return copy
+
+
+def _edit_line(path, line, edit):
+    lines = path.read_text().splitlines()
+    lines[line - 1] = edit(lines[line - 1])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_images_are_mapped_to_their_index_and_damaged_data_is_named(
+    small_dataset, tmp_path, capsys
+):
+    from jaxmmcl.imgtxt import dataset
+
+    vocab = dataset.load_vocabulary(small_dataset)
+    padded = dataset.load_split(small_dataset, "val", vocab)
+
+    def unpad(val):
+        for p in (val / "images").glob("*.png"):
+            p.rename(p.with_name(f"{int(p.stem)}.png"))
+
+    unpadded = dataset.load_split(_damage(small_dataset, tmp_path / "u", unpad), "val", vocab)
+    np.testing.assert_array_equal(unpadded.images, padded.images)
+
+    def stray(val):
+        (val / "images" / "05.png").rename(val / "images" / "12.png")
+
+    cases = {
+        "12.png": stray,
+        "index 7": lambda val: (val / "images" / "07.png").unlink(),
+        "x1.png": lambda val: (val / "images" / "01.png").rename(val / "images" / "x1.png"),
+        "03.png": lambda val: (val / "images" / "03.png").write_bytes(
+            (val / "images" / "03.png").read_bytes()[:60]
+        ),
+        "04.png": lambda val: (val / "images" / "04.png").write_bytes(b""),
+        "latents_image.csv', line 3": lambda val: _edit_line(
+            val / "latents_image.csv", 3, lambda s: s.rsplit(",", 1)[0]
+        ),
+        "line 4, column object_xpos": lambda val: _edit_line(
+            val / "latents_image.csv", 4, lambda s: ",".join(["0", "abc", *s.split(",")[2:]])
+        ),
+        "line 2, column object_ypos": lambda val: _edit_line(
+            val / "latents_text.csv",
+            2,
+            lambda s: ",".join([*s.split(",")[:2], "nan", *s.split(",")[3:]]),
+        ),
+    }
+    for i, (needle, how) in enumerate(cases.items()):
+        data = _damage(small_dataset, tmp_path / str(i), how)
+        out = tmp_path / f"out{i}"
+        _refused(capsys, ["reproduce", "imgtxt", "--data", str(data), "--out", str(out)], needle)
+        assert not out.exists()
+        # The dataset's own folder is never written.
+        assert sorted(p.name for p in data.iterdir()) == ["test", "train", "val", "vocab.json"]
+
+
+def test_malformed_sweeps_and_unusable_out_folders_are_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = {
+        "axes: expected a mapping": {"name": "a", "axes": [1, 2]},
+        "base: expected a mapping": {"name": "b", "base": 3},
+        "scales.cpu: expected a mapping": {"name": "c", "scales": {"cpu": [1]}},
+        "name: expected a plain file name": {"name": "sub/dir", "base": TINY},
+    }
+    for needle, spec in cases.items():
+        path = write_sweep(tmp_path, spec)
+        args = ["run", str(path), "--out", str(out)] + (
+            ["--scale", "cpu"] if "scales" in spec else []
+        )
+        _refused(capsys, args, needle)
+    assert not out.exists()
+    sweep = write_sweep(tmp_path, {"name": "ok", "base": TINY, "axes": {"seed": [0]}})
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    _refused(capsys, ["run", str(sweep), "--out", str(a_file)], "is not a folder")
+    _refused(capsys, ["run", str(sweep), "--out", "/proc/jaxmmcl/x"], "cannot write there")
+    _refused(capsys, ["reproduce", "nosuch"], "imgtxt")
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, capsys):
+    from jaxmmcl.runner import folder_lock
+
+    sweep = write_sweep(tmp_path, {"name": "ok", "base": TINY, "axes": {"seed": [0]}})
+    out = tmp_path / "out"
+    with folder_lock(out):
+        _refused(capsys, ["run", str(sweep), "--out", str(out), "--resume"], "another jaxmmcl")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    # Released on exit (the kernel releases it when a process dies, too): the folder is free.
+    with folder_lock(out):
+        pass

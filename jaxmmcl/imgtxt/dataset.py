@@ -165,13 +165,8 @@ class Split:
 
 def load_vocabulary(root: str | Path) -> Vocabulary:
     """The vocabulary of the root's training text, as the official loader builds it every time
-    (``vocab.json`` is written when missing, and otherwise left as it is)."""
-    root = Path(root)
-    vocab = Vocabulary.build(tokenize(t) for t in _read_text(root / "train"))
-    path = root / VOCAB_FILE
-    if not path.exists():
-        vocab.save(path)
-    return vocab
+    (a ``vocab.json`` in the root is not read, and the dataset's folder is never written)."""
+    return Vocabulary.build(tokenize(t) for t in _read_text(Path(root) / "train"))
 
 
 def _read_text(folder: Path) -> list[str]:
@@ -182,34 +177,86 @@ def _read_text(folder: Path) -> list[str]:
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The columns of a latents CSV: numbers (int64 where all are integral, else float64),
+    except text columns (names ending in ``_name``).
+
+    Raises:
+      ConfigError: naming the file (and line) for a missing file or column, a row with the
+        wrong number of fields, or a value in a numeric column that is not a finite number.
+    """
     if not path.is_file():
         raise ConfigError(f"{str(path)!r}: missing (not a Multimodal3DIdent split)")
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        rows = list(reader)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(f"{str(path)!r}: not a readable CSV file ({err})") from None
     missing = [c for c in required if c not in header]
     if missing:
         raise ConfigError(f"{str(path)!r}: missing columns {', '.join(missing)}")
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ConfigError(
+                f"{str(path)!r}, line {i + 2}: {len(row)} fields, the header has {len(header)}"
+            )
     out = {}
     for j, name in enumerate(header):
         values = [row[j] for row in rows]
-        try:
-            numbers = np.asarray(values, np.float64)
-        except ValueError:
+        if name.endswith("_name"):
             out[name] = np.asarray(values, dtype=object)
             continue
+        numbers = np.empty(len(values), np.float64)
+        for i, value in enumerate(values):
+            try:
+                numbers[i] = float(value)
+            except ValueError:
+                numbers[i] = np.nan
+            if not np.isfinite(numbers[i]):
+                raise ConfigError(
+                    f"{str(path)!r}, line {i + 2}, column {name}: expected a finite number, "
+                    f"got {value!r}"
+                )
         integral = numbers.size and np.all(numbers == np.round(numbers))
         out[name] = numbers.astype(np.int64) if integral else numbers
     return out
 
 
 def _load_image(path: Path, size: int | None) -> np.ndarray:
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        return np.asarray(img)
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            return np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as err:
+        # PIL reports truncated or empty files as OSError (UnidentifiedImageError among them).
+        raise ConfigError(f"{str(path)!r}: not a readable PNG image ({err})") from None
+
+
+def _image_paths(folder: Path, n: int) -> list[Path]:
+    """``folder``'s PNG files in index order: ``{i}.png`` (zero-padded or not) for i = 0..n-1.
+
+    Raises:
+      ConfigError: naming a file whose name is not an index, two files of one index, an index
+        outside 0..n-1 or a missing one.
+    """
+    by_index: dict[int, Path] = {}
+    for path in folder.glob("*.png"):
+        if not path.stem.isdigit():
+            raise ConfigError(f"{str(path)!r}: not an image index (expected e.g. 000042.png)")
+        i = int(path.stem)
+        if i in by_index:
+            raise ConfigError(f"{str(path)!r}: index {i} is also {by_index[i].name!r}")
+        if i >= n:
+            raise ConfigError(f"{str(path)!r}: index {i}, but the split has {n} latent rows")
+        by_index[i] = path
+    missing = [i for i in range(n) if i not in by_index]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConfigError(f"{str(folder)!r}: no image of index {missing[0]}{more}")
+    return [by_index[i] for i in range(n)]
 
 
 def load_split(
@@ -231,7 +278,8 @@ def load_split(
       workers: threads decoding PNG files.
 
     Raises:
-      ConfigError: missing files, inconsistent counts or columns, or images of mixed sizes.
+      ConfigError: missing, extra or damaged files, inconsistent counts or columns, values
+        that are not numbers, or images of mixed sizes; the message names the file.
     """
     folder = Path(root) / split
     if not folder.is_dir():
@@ -239,15 +287,14 @@ def load_split(
     texts = _read_text(folder)
     image_cols = _read_csv(folder / "latents_image.csv", IMAGE_COLUMNS)
     text_cols = _read_csv(folder / "latents_text.csv", TEXT_COLUMNS)
-    paths = sorted((folder / "images").glob("*.png"))
     counts = {
-        "images": len(paths),
         "captions": len(texts),
         "latents_image.csv rows": len(image_cols[IMAGE_COLUMNS[0]]),
         "latents_text.csv rows": len(text_cols[TEXT_COLUMNS[0]]),
     }
-    if len(set(counts.values())) != 1 or not paths:
+    if len(set(counts.values())) != 1 or not texts:
         raise ConfigError(f"{str(folder)!r}: inconsistent or empty split ({counts})")
+    paths = _image_paths(folder / "images", len(texts))
     with ThreadPoolExecutor(workers) as pool:
         images = list(pool.map(lambda p: _load_image(p, image_size), paths))
     if len({im.shape for im in images}) != 1:

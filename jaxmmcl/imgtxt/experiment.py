@@ -11,7 +11,8 @@ Output folder:
   kernel ridge R^2) against encoding size (mean ± std over the seeds that did not diverge),
   the validation loss, and the diverged runs if any;
 * ``figure3_image.png``, ``figure3_text.png`` -- every factor's scores against encoding size;
-  ``val_loss.png`` -- validation loss against encoding size.
+  ``val_loss.png`` -- validation loss against encoding size;
+* ``vocab.json`` -- the vocabulary the captions were tokenised with (the official format).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from jaxmmcl.imgtxt.dataset import SPLITS, channel_stats, load_split, load_vocab
 from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, METRICS, TEXT_FACTORS, score_factors
 from jaxmmcl.imgtxt.factors import image_latents, sample_factors, take, text_latents
 from jaxmmcl.imgtxt.render import render_batch, to_uint8
-from jaxmmcl.imgtxt.text import Vocabulary, captions, full_vocabulary, tokenize
+from jaxmmcl.imgtxt.text import VOCAB_FILE, Vocabulary, captions, full_vocabulary, tokenize
 from jaxmmcl.imgtxt.train import (
     ModelConfig,
     TrainConfig,
@@ -221,15 +222,17 @@ def reproduce(
         scale = SCALES[scale]
     if scale.fresh_batches and data is not None:
         raise ConfigError("--fresh-batches: renders its own batches; not with --data")
+    bad = [k for k in encoding_sizes if not 1 <= k <= max(ENCODING_SIZES)]
+    if bad or not encoding_sizes:
+        raise ConfigError(f"encoding sizes: expected integers in [1, 12], got {encoding_sizes!r}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     source, val, test, vocab = _load_data(scale, Path(data) if data is not None else None)
     if len(val[0]) < scale.train.batch_size:
         raise ConfigError(f"validation split: {len(val[0])} pairs, fewer than one batch")
-    bad = [k for k in encoding_sizes if not 1 <= k <= max(ENCODING_SIZES)]
-    if bad or not encoding_sizes:
-        raise ConfigError(f"encoding sizes: expected integers in [1, 12], got {encoding_sizes!r}")
+    # Created only once the input is known good: a refused input leaves nothing behind.
+    out.mkdir(parents=True, exist_ok=True)
+    vocab.save(out / VOCAB_FILE)
     model = scale.model(vocab.size)
     runs = [(size, seed) for seed in scale.seeds for size in encoding_sizes]
     groups = [
