@@ -166,11 +166,24 @@ def _enable_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxmmcl`` console script; returns the exit status."""
+    from jaxmmcl import interrupts
     from jaxmmcl.distributed import use_cpu_cores
 
     args = _parser().parse_args(argv)
     _enable_compilation_cache()
     use_cpu_cores()  # before anything initialises JAX's backends
+    try:
+        with interrupts.handled():
+            status = _dispatch(args)
+            interrupts.check()  # a signal swallowed after the last check
+            return status
+    except interrupts.Interrupted as err:
+        resume = " (resume it with --resume)" if args.command in ("run", "reproduce") else ""
+        print(f"\njaxmmcl: stopped by {err}{resume}", file=sys.stderr)
+        return err.exit_status
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             _run(Path(args.sweep), Path(args.out), args)

@@ -37,6 +37,7 @@ never leaves a truncated table or figure.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import math
 import os
@@ -157,13 +158,46 @@ def _parse(value: str) -> Any:
     return {"True": True, "False": False}.get(value, value)
 
 
+STATUSES = ("ok", "diverged", "failed")
+_REQUIRED_COLUMNS = ("run", "group", "seed", "encoder", "factor", "status")
+
+
 def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a ``results.csv`` (or the folder holding it) into a list of typed rows."""
+    """Reads a ``results.csv`` (or the folder holding it) into a list of typed rows.
+
+    Raises:
+      ConfigError: naming the file (and line) when it is missing, lacks a column the runner
+        writes, holds no rows, or holds a row that is cut short or has an unknown status (a
+        file truncated by a crash or an edit).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.csv"
+    return _read_rows(path, _REQUIRED_COLUMNS)
+
+
+def _read_rows(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    """The typed rows of a CSV the runner wrote, checked as :func:`load_results` says."""
+    where = repr(str(path))
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file")
     with path.open(newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ConfigError(f"{where}: not a file of results (no column {missing[0]})")
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(v is None for v in row.values()):
+                raise ConfigError(f"{where}, line {line}: cut short or too long (a damaged file)")
+            if "status" in row and row["status"] not in STATUSES:
+                raise ConfigError(f"{where}, line {line}: unknown status {row['status']!r}")
+            rows.append({k: _parse(v) for k, v in row.items()})
+    if not rows:
+        raise ConfigError(f"{where}: no results (only a header)")
+    return rows
 
 
 def _mean_std(values: Iterable[float]) -> str:
@@ -759,7 +793,7 @@ def _losses_section(
         return _Section(title, "Skipped: no losses.csv in this folder.")
     runs = {r["run"] for r in rows}
     curves: dict[Any, tuple[list[float], list[float]]] = {}
-    for r in load_results(losses_path):
+    for r in _read_rows(losses_path, ("run", "step", "loss")):
         if r["run"] in runs:
             steps, values = curves.setdefault(r["run"], ([], []))
             steps.append(_number(r["step"]))
@@ -810,6 +844,7 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     results = folder / "results.csv"
     if not results.is_file():
         raise ConfigError(f"report {str(folder)!r}: no results.csv in this folder")
+    rows = load_results(results)
     if sweep_dict is None:
         config = folder / "config.yaml"
         if not config.is_file():
@@ -824,7 +859,6 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
         entries = default_report(sweep_dict.get("axes") or {})
     else:
         entries = validate_report(spec, params)
-    rows = load_results(results)
 
     sections = []
     for entry in entries:
@@ -872,6 +906,9 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     markdown = folder / f"{name}.md"
     write_atomic(markdown, "\n".join(lines))
     written.append(markdown)
+    # Figures of an earlier report that this one did not draw would be read as current.
+    for stale in set(folder.glob(f"{glob.escape(name)}-*.png")) - set(written):
+        stale.unlink(missing_ok=True)
     return written
 
 

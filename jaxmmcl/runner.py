@@ -36,6 +36,7 @@ import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from jaxmmcl import interrupts
 from jaxmmcl.checkpoints import GroupCheckpoint
 from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
 from jaxmmcl.distributed import (
@@ -106,14 +107,24 @@ def plan_sweep(sweep: Sweep, mesh: Mesh, max_runs: int | None = None) -> list[Pr
       max_runs: an upper bound on runs per program (default: from the memory estimate).
 
     Raises:
-      ConfigError: a group asks for a ``train.precision`` the mesh's devices cannot compute.
+      ConfigError: a group asks for a ``train.precision`` the mesh's devices cannot compute,
+        or one of its runs alone would not fit in a device's memory (estimated as
+        :func:`jaxmmcl.training.memory_per_run`).
     """
     programs = []
-    budget = MEMORY_FRACTION * device_memory_bytes()
+    memory = device_memory_bytes()
+    budget = MEMORY_FRACTION * memory
     platform = mesh.devices.flat[0].platform
     for g, (static, runs) in enumerate(sweep.groups()):
         check_supported(static.train.precision, platform)
-        per_device = max(1, int(budget // memory_per_run(static)))
+        need = memory_per_run(static)
+        if need > budget:
+            raise ConfigError(
+                f"train.batch_size={static.train.batch_size}, model.widths="
+                f"{list(static.widths)}: one run needs about {_bytes(need)}, more than "
+                f"{MEMORY_FRACTION:.0%} of a device's {_bytes(memory)}; lower them"
+            )
+        per_device = max(1, int(budget // need))
         limit = per_device * mesh.size
         if max_runs is not None:
             limit = min(limit, max(max_runs, 1))
@@ -166,8 +177,8 @@ def _eval_flops(static: StaticConfig) -> float:
 
 
 def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
             return f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError
@@ -275,7 +286,9 @@ class SweepProgress:
         self._bar.update(len(program.runs) * program.static.train.steps)
 
     def steps(self, done: int, total: int) -> None:
-        """Progress callback of :func:`jaxmmcl.training.train_grid`."""
+        """Progress callback of :func:`jaxmmcl.training.train_grid` (after every chunk; a
+        signal that arrived during the chunk stops the sweep here)."""
+        interrupts.check()
         now = time.perf_counter()
         if self._first is None:
             self._first = (done, now)
@@ -442,6 +455,7 @@ def _run_sweep(
     rows: list[dict[str, Any]] = []
     loss_rows: list[dict[str, Any]] = []
     for k, program in enumerate(programs):
+        interrupts.check()
         record = state_dir / f"{program.name}.json"
         if program.name in finished:
             stored = json.loads(record.read_text())
@@ -457,6 +471,7 @@ def _run_sweep(
         rows += rows_k
         loss_rows += losses_k
     progress.close()
+    interrupts.check()
     if writer:
         _write_outputs(sweep, out, rows, loss_rows)
         shutil.rmtree(state_dir, ignore_errors=True)

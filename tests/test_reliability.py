@@ -32,6 +32,7 @@ def test_blown_up_runs_are_failed_left_out_and_do_not_change_the_good_ones(tmp_p
         return out
 
     mixed, good = run([1e-3, 10.0], "mixed"), run([1e-3], "good")
+
     # --resume of a finished sweep says so and changes nothing.
     def files():
         return {p.name: p.stat().st_mtime_ns for p in good.iterdir() if p.name != ".lock"}
@@ -61,6 +62,17 @@ def test_blown_up_runs_are_failed_left_out_and_do_not_change_the_good_ones(tmp_p
             assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-5, abs=1e-6), k
     report = (mixed / "mixed.md").read_text()
     assert "2 runs (2 failed) left out of every mean" in report
+
+    # `report` refuses a damaged results.csv and never leaves an earlier report's figures.
+    stale = good / "good-heatmap-old.png"
+    stale.write_bytes(b"")
+    assert main(["report", str(good)]) == 0
+    assert not stale.exists() and (good / "good-losses.png").exists()
+    text = (good / "results.csv").read_text()
+    (good / "results.csv").write_text(text[: len(text) - 40])
+    _refused(capsys, ["report", str(good)], "results.csv', line ")
+    (good / "results.csv").write_text(text.splitlines()[0] + "\n")
+    _refused(capsys, ["report", str(good)], "no results (only a header)")
 
 
 def test_failed_means_worse_than_the_start_and_than_a_constant_encoder():
@@ -214,3 +226,94 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, c
     # Released on exit (the kernel releases it when a process dies, too): the folder is free.
     with folder_lock(out):
         pass
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxmmcl.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _start_and_signal(sweep, out, signum, delay, *extra):
+    """Starts a sweep, sends ``signum`` ``delay`` s after its first checkpoint; returns the
+    finished process and its stderr."""
+    import signal
+    import time
+
+    proc = _cli("run", str(sweep), "--out", str(out), "--quiet", "--checkpoint-every", "0", *extra)
+    checkpoints = out / "state" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints.is_dir() and any(checkpoints.glob("*/[0-9]*"))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    time.sleep(delay)
+    assert proc.poll() is None, "the sweep ended before the signal"
+    proc.send_signal(getattr(signal, signum))
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 15
+    return proc, err
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [[("SIGINT", 0.3)], [("SIGTERM", 0.6)], [("SIGKILL", 0.15), ("SIGKILL", 0.45)]],
+    ids=["SIGINT", "SIGTERM", "SIGKILL-twice"],
+)
+def test_a_signal_stops_the_sweep_promptly_and_resume_gives_the_same_results(tmp_path, signals):
+    # Chunks of 50 steps at tiny sizes: the delays land at different moments inside chunks.
+    spec = {"name": "s", "base": TINY | {"train": TINY["train"] | {"steps": 3000, "log_every": 50}},
+            "axes": {"seed": [0, 1]}}  # fmt: skip
+    sweep = write_sweep(tmp_path, spec)
+    out = tmp_path / "out"
+    for i, (signum, delay) in enumerate(signals):
+        proc, err = _start_and_signal(sweep, out, signum, delay, *(["--resume"] if i else []))
+        if signum == "SIGKILL":
+            assert proc.returncode == -9
+        else:
+            assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signum]
+            assert err.strip().splitlines()[-1].startswith(f"jaxmmcl: stopped by {signum}"), err
+        assert not (out / "results.csv").exists()
+    # Resumed and uninterrupted in this process, so that both evaluate on its devices.
+    assert main(["run", str(sweep), "--out", str(out), "--quiet", "--resume"]) == 0
+    whole = tmp_path / "whole"
+    assert main(["run", str(sweep), "--out", str(whole), "--quiet"]) == 0
+    for name in ("results.csv", "losses.csv"):
+        assert (out / name).read_text() == (whole / name).read_text()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_swallowed_in_a_callback_still_stops_at_the_next_check():
+    import gc
+    import os
+    import signal
+
+    from jaxmmcl import interrupts
+
+    class SignalsWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler's exception is "ignored" here
+
+    with interrupts.handled():
+        SignalsWhenCollected()
+        gc.collect()
+        with pytest.raises(interrupts.Interrupted) as info:
+            interrupts.check()
+    assert info.value.exit_status == 130
+    interrupts.check()  # outside the block: nothing pending
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, capsys):
+    spec = {"name": "big", "base": TINY | {"train": TINY["train"] | {"batch_size": 10**9}}}
+    sweep = write_sweep(tmp_path, spec)
+    out = tmp_path / "out"
+    for extra in (["--dry-run"], []):
+        _refused(capsys, ["run", str(sweep), "--out", str(out), *extra],
+                 "train.batch_size=1000000000", "one run needs about", "PiB")  # fmt: skip
+    assert not out.exists()
