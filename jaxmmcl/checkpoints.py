@@ -29,6 +29,7 @@ class GroupCheckpoint:
 
     def __init__(self, directory: str | Path, every_seconds: float):
         self._every_seconds = every_seconds
+        self._directory = Path(directory)
         self._last = time.monotonic()
         self._manager = ocp.CheckpointManager(
             Path(directory).absolute(),
@@ -69,11 +70,29 @@ class GroupCheckpoint:
             return False
         raw = state.replace(key=jax.random.key_data(state.key))
         item = {"state": raw, "history": np.asarray(history)}
-        self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
+            self._manager.wait_until_finished()
+        except (OSError, ValueError) as err:
+            # TensorStore reports a full disk as ValueError("RESOURCE_EXHAUSTED: ..."); the
+            # unfinished save is a temporary folder that Orbax ignores on restore.
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if isinstance(err, ValueError) and not _is_storage_error(text):
+                raise
+            raise OSError(
+                f"cannot write a checkpoint into {str(self._directory)!r} ({text})"
+            ) from None
         self._last = time.monotonic()
         return True
 
     def close(self) -> None:
         """Releases Orbax's resources."""
         self._manager.close()
+
+
+_STORAGE_CODES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE", "DATA_LOSS")
+
+
+def _is_storage_error(text: str) -> bool:
+    """Whether a TensorStore error message reports the storage failing (not a bug of ours)."""
+    return text.startswith(_STORAGE_CODES) or "No space left" in text

@@ -317,3 +317,21 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, c
         _refused(capsys, ["run", str(sweep), "--out", str(out), *extra],
                  "train.batch_size=1000000000", "one run needs about", "PiB")  # fmt: skip
     assert not out.exists()
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_the_sweep_resumable(
+    tmp_path, capsys, monkeypatch
+):
+    import orbax.checkpoint as ocp
+
+    def full(self, *args, **kwargs):
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device")
+
+    sweep = write_sweep(tmp_path, {"name": "d", "base": TINY, "axes": {"seed": [0]}})
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(ocp.CheckpointManager, "save", full)
+        _refused(capsys, ["run", str(sweep), "--out", str(out), "--quiet"],
+                 "cannot write a checkpoint", "RESOURCE_EXHAUSTED")  # fmt: skip
+    assert not (out / "results.csv").exists()
+    assert main(["run", str(sweep), "--out", str(out), "--quiet", "--resume"]) == 0
