@@ -160,6 +160,8 @@ def _enable_compilation_cache() -> None:
     import jax
 
     cache = os.environ.get("JAXMMCL_CACHE_DIR", str(Path.home() / ".cache" / "jaxmmcl" / "xla"))
+    if not cache:  # JAXMMCL_CACHE_DIR= (empty) turns the cache off
+        return
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 

@@ -11,6 +11,12 @@ os.environ.setdefault(
     "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
 
+# No persistent compilation cache in tests (the CLI turns it on for its process): a test
+# process compiles hundreds of programs, and writing one of them to the cache aborted the
+# process twice on this machine (XLA, in put_executable_and_time), once with PyTorch loaded and
+# once with other jaxmmcl processes writing the same cache folder.
+os.environ.setdefault("JAXMMCL_CACHE_DIR", "")
+
 import pytest
 
 TINY = {

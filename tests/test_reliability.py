@@ -267,8 +267,9 @@ def _start_and_signal(sweep, out, signum, delay, *extra):
     ids=["SIGINT", "SIGTERM", "SIGKILL-twice"],
 )
 def test_a_signal_stops_the_sweep_promptly_and_resume_gives_the_same_results(tmp_path, signals):
-    # Chunks of 50 steps at tiny sizes: the delays land at different moments inside chunks.
-    spec = {"name": "s", "base": TINY | {"train": TINY["train"] | {"steps": 3000, "log_every": 50}},
+    # Chunks of 50 steps at tiny sizes, each checkpointed: the delays land at different moments
+    # inside chunks, well before the 120th chunk.
+    spec = {"name": "s", "base": TINY | {"train": TINY["train"] | {"steps": 6000, "log_every": 50}},
             "axes": {"seed": [0, 1]}}  # fmt: skip
     sweep = write_sweep(tmp_path, spec)
     out = tmp_path / "out"
