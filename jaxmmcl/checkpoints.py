@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxmmcl import interrupts
 from jaxmmcl.training import TrainState
 
 
@@ -71,8 +72,11 @@ class GroupCheckpoint:
         raw = state.replace(key=jax.random.key_data(state.key))
         item = {"state": raw, "history": np.asarray(history)}
         try:
-            self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
-            self._manager.wait_until_finished()
+            # A signal waits for the save to finish: stopped halfway, Orbax's helper threads
+            # outlive it and print tracebacks of their own.
+            with interrupts.deferred():
+                self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
+                self._manager.wait_until_finished()
         except (OSError, ValueError) as err:
             # TensorStore reports a full disk as ValueError("RESOURCE_EXHAUSTED: ..."); the
             # unfinished save is a temporary folder that Orbax ignores on restore.

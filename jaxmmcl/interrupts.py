@@ -5,7 +5,8 @@ Python runs a signal handler between bytecodes of the main thread; an exception 
 inside a callback that Python calls on its own (a garbage-collection callback of JAX's, a
 ``__del__``) is printed as "Exception ignored" and lost. The handler therefore records the
 signal before raising, and :func:`check`, called where the sweep's work passes through Python
-(after every training chunk, before and after every program), raises again from there.
+(after every training chunk, before and after every program), raises again from there. Inside
+:func:`deferred` blocks (checkpoint saves) the handler only records it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _received: list[int] = []
+_deferring = 0
 
 
 class Interrupted(Exception):
@@ -34,13 +36,29 @@ class Interrupted(Exception):
 
 def _handler(signum, frame):
     _received.append(signum)
-    raise Interrupted(signum)
+    if not _deferring:
+        raise Interrupted(signum)
 
 
 def check() -> None:
     """Raises :class:`Interrupted` if a signal arrived inside :func:`handled`."""
     if _received:
         raise Interrupted(_received[0])
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block a signal is only recorded, and raised when the block has finished: for
+    work that must not stop halfway (a checkpoint save, whose helper threads would otherwise
+    outlive it and report errors of their own)."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if not _deferring:
+        check()
 
 
 @contextlib.contextmanager

@@ -56,3 +56,14 @@ def tiny_sweep() -> dict:
             "seed": [0, 1],
         },
     }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    """Each test module starts without the executables of the modules before it: a whole-suite
+    process had aborted twice inside XLA's compiler or cache writer after some 200 tests, never
+    in a module run alone."""
+    import jax
+
+    jax.clear_caches()
+    yield
