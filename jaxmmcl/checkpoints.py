@@ -30,10 +30,10 @@ class GroupCheckpoint:
 
     def __init__(self, directory: str | Path, every_seconds: float):
         self._every_seconds = every_seconds
-        self._directory = Path(directory)
+        self._directory = Path(directory).absolute()
         self._last = time.monotonic()
         self._manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            self._directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
         )
 

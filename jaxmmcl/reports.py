@@ -36,6 +36,7 @@ never leaves a truncated table or figure.
 
 from __future__ import annotations
 
+import collections
 import csv
 import glob
 import io
@@ -917,8 +918,7 @@ def _left_out(rows: Sequence[dict[str, Any]]) -> str:
     status = {r["run"]: r["status"] for r in rows if r["status"] != "ok"}
     if not status:
         return ""
-    counts = {s: list(status.values()).count(s) for s in sorted(set(status.values()))}
-    detail = ", ".join(f"{n} {s}" for s, n in counts.items())
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(collections.Counter(status.values()).items()))
     return f"{len(status)} run{'s' if len(status) != 1 else ''} ({detail})"
 
 

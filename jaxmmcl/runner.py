@@ -414,9 +414,7 @@ def run_sweep(
     mesh = mesh if mesh is not None else runs_mesh()
     programs = plan_sweep(sweep, mesh, max_runs)
     _check_out(out)
-    if not is_writer():
-        return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every)
-    with folder_lock(out):
+    with folder_lock(out) if is_writer() else contextlib.nullcontext():
         return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every)
 
 

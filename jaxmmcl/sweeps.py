@@ -170,16 +170,21 @@ class Sweep:
         return spec
 
 
+def _keys_set_by(name: str, values: Any) -> set[str]:
+    """Dotted keys one axis sets: its zipped keys, its named cases' keys, or its own name."""
+    if _is_zip(values):
+        return set(values["zip"]) if isinstance(values["zip"], Mapping) else set()
+    if isinstance(values, Mapping):
+        return {k for case in values.values() if isinstance(case, Mapping) for k in flatten(case)}
+    return {name}
+
+
 def _axis_keys(axes: Mapping[str, Any]) -> set[str]:
     """Dotted keys set by named or zipped axes (``--set`` cannot change them)."""
     keys: set[str] = set()
-    for values in axes.values():
-        if _is_zip(values):
-            keys |= set(values["zip"])
-        elif isinstance(values, Mapping):
-            for case in values.values():
-                if isinstance(case, Mapping):
-                    keys |= set(flatten(case))
+    for name, values in axes.items():
+        if isinstance(values, Mapping):
+            keys |= _keys_set_by(name, values)
     return keys
 
 
@@ -210,15 +215,7 @@ def _check_disjoint(axes: dict[str, Any]) -> None:
     """Two axes that set the same key would silently overwrite each other's values."""
     owner: dict[str, str] = {}
     for name, values in axes.items():
-        if _is_zip(values):
-            keys = set(values["zip"]) if isinstance(values["zip"], Mapping) else set()
-        elif isinstance(values, Mapping):
-            keys = {
-                k for case in values.values() if isinstance(case, Mapping) for k in flatten(case)
-            }
-        else:
-            keys = {name}
-        for key in sorted(keys):
+        for key in sorted(_keys_set_by(name, values)):
             if key in owner:
                 raise ConfigError(
                     f"axes.{name}: sets {key}, which axis {owner[key]!r} also sets (an axis "

@@ -207,20 +207,28 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
         if name.endswith("_name"):
             out[name] = np.asarray(values, dtype=object)
             continue
-        numbers = np.empty(len(values), np.float64)
-        for i, value in enumerate(values):
-            try:
-                numbers[i] = float(value)
-            except ValueError:
-                numbers[i] = np.nan
-            if not np.isfinite(numbers[i]):
-                raise ConfigError(
-                    f"{str(path)!r}, line {i + 2}, column {name}: expected a finite number, "
-                    f"got {value!r}"
-                )
+        try:
+            numbers = np.asarray(values, np.float64)
+            bad = np.flatnonzero(~np.isfinite(numbers))
+        except ValueError:  # some value is not a number: find the first
+            bad = [next(i for i, v in enumerate(values) if not _is_float(v))]
+        if len(bad):
+            i = int(bad[0])
+            raise ConfigError(
+                f"{str(path)!r}, line {i + 2}, column {name}: expected a finite number, "
+                f"got {values[i]!r}"
+            )
         integral = numbers.size and np.all(numbers == np.round(numbers))
         out[name] = numbers.astype(np.int64) if integral else numbers
     return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _load_image(path: Path, size: int | None) -> np.ndarray:
