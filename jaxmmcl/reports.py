@@ -52,6 +52,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from jaxmmcl.config import ConfigError
+from jaxmmcl.training import STATUSES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -159,7 +160,6 @@ def _parse(value: str) -> Any:
     return {"True": True, "False": False}.get(value, value)
 
 
-STATUSES = ("ok", "diverged", "failed")
 _REQUIRED_COLUMNS = ("run", "group", "seed", "encoder", "factor", "status")
 
 

@@ -373,18 +373,27 @@ class GridResult:
         return run_status(self.diverged, self.initial_loss, self.final_loss)
 
 
-def run_status(diverged: ArrayLike, initial_loss: ArrayLike, final_loss: ArrayLike) -> np.ndarray:
-    """Each run's outcome: ``"ok"``, ``"diverged"`` or ``"failed"``, elementwise.
+STATUSES = ("ok", "diverged", "failed")
+"""The outcomes of a run, as :func:`run_status` names them."""
+
+
+def run_status(
+    diverged: ArrayLike,
+    initial_loss: ArrayLike,
+    final_loss: ArrayLike,
+    constant_loss: float = 0.0,
+) -> np.ndarray:
+    """Each run's outcome, one of :data:`STATUSES`, elementwise.
 
     ``diverged``: a loss or gradient was not finite. ``failed``: the final loss (the mean of the
-    last logging interval) is above both the run's first-step loss and 0, the loss of a
-    constant encoder (all distances 0, so each direction is ``log(N + 1) - log(N + 1)``): the
-    run got worse than where it started and than an encoder that learned nothing, as runs
-    whose learning rate blows them up do.
+    last logging interval) is above both the run's initial loss and ``constant_loss``, the loss
+    of a constant encoder (for the numerical InfoNCE 0: all distances 0, so each direction is
+    ``log(N + 1) - log(N + 1)``): the run got worse than where it started and than an encoder
+    that learned nothing, as runs whose learning rate blows them up do.
     """
     diverged = np.asarray(diverged, bool)
     final = np.asarray(final_loss, np.float64)
-    worse = (final > np.asarray(initial_loss, np.float64)) & (final > 0.0)
+    worse = (final > np.asarray(initial_loss, np.float64)) & (final > constant_loss)
     return np.where(diverged, "diverged", np.where(worse, "failed", "ok"))
 
 

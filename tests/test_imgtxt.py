@@ -420,20 +420,31 @@ def test_data_generate_cli_writes_a_dataset(tmp_path):
     assert (tmp_path / "d" / "train" / "images" / "0.png").is_file()
 
 
-def test_a_diverged_run_is_named_and_left_out_of_the_table():
+def test_diverged_and_failed_runs_are_named_and_left_out_of_the_table():
+    runs = ((0, 0.9, 1.0, "ok"), (1, float("nan"), float("nan"), "diverged"),
+            (2, 0.7, 2.0, "ok"), (3, 0.1, 9.0, "failed"))  # fmt: skip
     rows = [
         {"encoding_size": 4, "seed": seed, "modality": "image", "factor": "object_shape",
          "metric": "acc_mlp", "value": value}
-        for seed, value in ((0, 0.9), (1, float("nan")), (2, 0.7))
+        for seed, value, _, _ in runs
     ]  # fmt: skip
     losses = [
         {"encoding_size": 4, "seed": seed, "val_loss": loss, "train_loss": loss, "status": status}
-        for seed, loss, status in ((0, 1.0, "ok"), (1, float("nan"), "diverged"), (2, 2.0, "ok"))
+        for seed, _, loss, status in runs
     ]
     table = experiment.markdown_table(rows, losses, 1.0)
     assert "| object_shape (acc_mlp) | 0.80 ± 0.10 |" in table
     assert "| NT-Xent (val) | 1.50 ± 0.50 |" in table
     assert "**Diverged** (non-finite training loss; left out above): k=4 seed 1." in table
+    assert "**Failed** (last logged training loss above the first" in table
+    assert table.rstrip().endswith("k=4 seed 3.")
+
+
+def test_a_constant_encoder_scores_the_failure_threshold():
+    """The loss that marks a run failed, log(2n - 1), is NT-Xent's value for a constant
+    encoder."""
+    h = np.ones((8, 3), np.float32)
+    np.testing.assert_allclose(train.nt_xent(h, h, 0.1), np.log(15), rtol=1e-5)
 
 
 def test_training_refuses_an_encoding_size_the_model_lacks():
@@ -468,3 +479,21 @@ def test_encoders_are_initialised_as_the_official_pytorch_models():
         values = np.asarray(values).ravel()
         bound = 1 / np.sqrt(fan_in)
         assert np.abs(values).max() <= bound and np.abs(values).max() > 0.7 * bound
+
+
+def test_warmup_ramps_the_learning_rate_before_the_schedule():
+    """Adam's first steps on a constant gradient move each weight by about the learning rate:
+    (step + 1) / warmup_steps of it during the warm-up, then the cosine decay."""
+    cfg = train.TrainConfig(
+        batch_size=2, steps=12, warmup_steps=4, learning_rate=1.0, schedule="cosine"
+    )
+    opt = train._optimizer(cfg)
+    params = np.zeros(1, np.float32)
+    state, steps = opt.init(params), []
+    for _ in range(cfg.steps):
+        update, state = opt.update(np.full(1, 0.1, np.float32), state, params)
+        steps.append(-float(update[0]))
+    decay = 0.5 * (1 + np.cos(np.pi * np.arange(8) / 8))
+    np.testing.assert_allclose(steps, [0.25, 0.5, 0.75, 1.0, *decay], rtol=1e-3)
+    with pytest.raises(ConfigError, match=r"train.warmup_steps: .* got 12"):
+        train.TrainConfig(batch_size=2, steps=12, warmup_steps=12)

@@ -45,6 +45,7 @@ from jaxmmcl.imgtxt.models import (
 from jaxmmcl.imgtxt.render import render_batch
 from jaxmmcl.imgtxt.text import Vocabulary, caption_tokens
 from jaxmmcl.precision import EVALUATION, check_supported, matmul_precision
+from jaxmmcl.training import lr_multiplier
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class TrainConfig:
       batch_size: pairs per step.
       steps: optimiser steps.
       learning_rate: Adam's step size (peak value with ``schedule="cosine"``).
-      schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over ``steps``).
+      schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over the steps after the warm-up).
+      warmup_steps: steps of linear warm-up from ``learning_rate / warmup_steps`` to
+        ``learning_rate`` before the schedule (0: none, the official code's choice).
       clip_norm: gradients are clipped to this global L2 norm.
       temperature: NT-Xent temperature.
       log_every: steps per reported mean loss (and per progress update).
@@ -99,6 +102,7 @@ class TrainConfig:
     steps: int = 100_000
     learning_rate: float = 1e-5
     schedule: str = "constant"
+    warmup_steps: int = 0
     clip_norm: float = 2.0
     temperature: float = 1.0
     log_every: int = 100
@@ -109,6 +113,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"train.{name}: expected an integer >= 1, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int):
+            raise ConfigError(f"train.warmup_steps: expected an integer, got {self.warmup_steps!r}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ConfigError(
+                f"train.warmup_steps: expected 0 <= warmup_steps < train.steps ({self.steps}), "
+                f"got {self.warmup_steps!r}"
+            )
         if self.batch_size < 2:
             raise ConfigError(f"train.batch_size: expected >= 2, got {self.batch_size!r}")
         if self.schedule not in ("constant", "cosine"):
@@ -226,11 +237,10 @@ class RunState:
 
 
 def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    if train.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(train.learning_rate, train.steps)
-    else:
-        lr = train.learning_rate
-    return optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.adam(lr))
+    def learning_rate(step):
+        return train.learning_rate * lr_multiplier(step, train)
+
+    return optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.adam(learning_rate))
 
 
 def _normalise(images, source: BatchSource):
