@@ -13,7 +13,7 @@ Training workloads (multimodal: f1 != f2, one encoder per modality, p_change 0.7
   PyTorch and jaxmmcl-single train the R runs one after another; jaxmmcl-grid trains them as
   one ``jit(vmap(...))`` program on one device; "as the CLI runs it" is what ``jaxmmcl run``
   does on this host: one XLA CPU device per core (``JAX_NUM_CPU_DEVICES``), the runs sharded
-  over them and computed one after another on each (``jaxmmcl.training.runs_at_once``). Each
+  over them and computed one after another on each (``jaxmmcl.distributed.runs_at_once``). Each
   run trains ``--steps`` steps per repeat. PyTorch uses whichever of 1 thread and its default
   (2) is faster at the time: on a loaded machine two threads can be several times slower on
   these small ops.

@@ -49,7 +49,7 @@ def compiled_chunk(config: dict, runs: int, steps: int, *, all_devices: bool = F
 
     By default the grid is one vmapped program on one device. ``all_devices=True`` is what the
     CLI does: the runs sharded over every device (at most one device per run; padded to a
-    multiple of the device count) and computed as :func:`jaxmmcl.training.runs_at_once` says
+    multiple of the device count) and computed as :func:`jaxmmcl.distributed.runs_at_once` says
     (one at a time on CPU devices).
 
     Returns:

@@ -10,8 +10,9 @@
 
 Options of run and reproduce: ``--dry-run`` (print the plan, run nothing), ``--resume``
 (continue an interrupted sweep in DIR), ``--force`` (start DIR over), ``--checkpoint-every
-SECONDS``, ``--max-runs N`` (runs per compiled program), ``--distributed [HOST:PORT]`` (join a
-multi-process job; see :mod:`jaxmmcl.distributed`), ``--quiet``.
+SECONDS``, ``--max-runs N`` (runs per compiled program), ``--threads N`` (XLA's CPU thread pool;
+results independent of the device count), ``--distributed [HOST:PORT]`` (join a multi-process
+job; see :mod:`jaxmmcl.distributed`), ``--quiet``.
 
 Bad input exits with status 2 and one line naming the offending key and value.
 """
@@ -68,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--max-runs", type=int, metavar="N", help="at most N runs per compiled program"
+        )
+        p.add_argument(
+            "--threads",
+            type=int,
+            metavar="N",
+            help="size XLA's CPU thread pool to N: results then equal for every device count up "
+            "to N and every core count (default: the cores; more threads than cores run slower)",
         )
         p.add_argument(
             "--distributed",
@@ -187,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "threads", None) is not None:
+            from jaxmmcl.distributed import fix_intra_op_threads
+
+            fix_intra_op_threads(args.threads)
         if args.command == "run":
             _run(Path(args.sweep), Path(args.out), args)
         elif args.command == "data":

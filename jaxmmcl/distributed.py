@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax._src import distributed as jax_distributed
+from jax._src import xla_bridge
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -95,6 +97,28 @@ def use_cpu_cores() -> int | None:
     return cores
 
 
+def fix_intra_op_threads(threads: int) -> None:
+    """Sizes XLA:CPU's intra-op thread pool to ``threads``, so that a run's numbers do not
+    depend on the device count (up to ``threads`` devices) or on the machine's core count.
+
+    XLA:CPU splits a product's work between the threads of its pool, and for some shapes the
+    split reorders a sum (an encoder's weight gradient, contracting over the batch). The pool
+    has ``max(cores, devices)`` threads, so by default a run is bitwise the same for every
+    device count up to the core count, and differs in the last bits beyond it (1e-8 after one
+    step, up to 1e-3 relative after 50, measured). XLA takes the core count from the ``NPROC``
+    environment variable when it is set; this sets it. More threads than cores cost speed
+    (``benchmarks/RESULTS.md``). Must run before JAX initialises its backends.
+
+    Raises:
+      ConfigError: ``threads`` is not an integer >= 1, or the backends are running already.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"--threads: expected an integer >= 1, got {threads!r}")
+    if xla_bridge.backends_are_initialized():
+        raise ConfigError(f"--threads {threads}: JAX is running already; set it before")
+    os.environ["NPROC"] = str(threads)
+
+
 def is_writer() -> bool:
     """Whether this process writes the result files (process 0)."""
     return jax.process_index() == 0
@@ -107,17 +131,86 @@ def runs_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def mesh_for_runs(runs: int, mesh: Mesh) -> Mesh:
-    """``mesh``, or in a single process with fewer ``runs`` than devices, its first ``runs``
-    devices: padding would only repeat work on the idle ones. (Several processes keep the whole
-    mesh: each must own a shard.)"""
+    """``mesh``, or in a single process with fewer ``runs`` than devices, its first
+    ``max(runs, 2)`` devices: padding would only repeat work on the idle ones. (Several
+    processes keep the whole mesh: each must own a shard.)
+
+    Never one device of several: XLA compiles a one-device program without partitioning it,
+    and rewrites some of its divisions into products with a reciprocal that a partitioned
+    program keeps (optax's Adam bias correction in the evaluation's MLPs), so a run alone
+    would round differently from the same run in a larger group. The second device computes
+    a copy of the run, on a core that would otherwise idle.
+    """
     if jax.process_count() == 1 and runs < mesh.size:
-        return runs_mesh(list(mesh.devices.flat[:runs]))
+        return runs_mesh(list(mesh.devices.flat[: max(runs, 2)]))
     return mesh
 
 
 def padded_size(runs: int, mesh: Mesh) -> int:
     """``runs`` rounded up to a multiple of the mesh's device count."""
     return math.ceil(runs / mesh.size) * mesh.size
+
+
+def runs_at_once(mesh: Mesh) -> int | None:
+    """How many runs each device of ``mesh`` computes as one vmapped batch by default.
+
+    None (all of its runs) on accelerators, which need the batch to fill them; 1 on CPU devices,
+    where stacking runs does not make the matrix products any larger (XLA:CPU computes a vmapped
+    product as one product per run), and one device per core (:func:`use_cpu_cores`) already
+    keeps every core busy: mapped runs were 1.2-1.5x faster there (``benchmarks/RESULTS.md``).
+    One run at a time also makes a run's numbers independent of the runs that share its device:
+    XLA rounds a vmapped batch of one run differently from a batch of several.
+    """
+    return 1 if mesh.devices.flat[0].platform == "cpu" else None
+
+
+def per_run(fn: Callable, mesh: Mesh, at_once: int | None) -> Callable:
+    """``fn`` of one run's arrays, lifted to stacked runs sharded over ``mesh``'s run axis.
+
+    Each device computes its own block of runs (``shard_map``: no run waits on another device
+    and no collective is needed), all of them as one vmapped batch (``at_once=None``) or
+    ``lax.map``-ped, ``at_once`` runs vmapped together per map step (1: one run at a time).
+    Every argument and result has a leading run axis, a multiple of the mesh size.
+    """
+    runs = PartitionSpec(RUNS)
+    if at_once is None:
+        body = jax.vmap(fn)
+    elif at_once == 1:
+
+        def body(*args):
+            return map_runs(fn, *args)
+
+    else:
+
+        def body(*args):
+            return jax.lax.map(lambda a: fn(*a), args, batch_size=at_once)
+
+    # Runs never communicate, so there is nothing for shard_map's varying-axis types to check;
+    # with the check on, every loop that starts from a constant carry would need a pcast.
+    return jax.shard_map(body, mesh=mesh, in_specs=runs, out_specs=runs, check_vma=False)
+
+
+def map_runs(fn: Callable, *args: Any) -> Any:
+    """``fn`` applied to each run of ``args`` (leading axis = runs), one after another.
+
+    As ``lax.map``, but the loop's trip count is hidden from XLA: XLA removes a loop it sees
+    running once and fuses the body with its surroundings, which rounds some operations
+    differently (a division by a broadcast becomes a product with its reciprocal), so a device
+    with one run computed it differently from a device with several. Behind an optimisation
+    barrier every run count compiles the same loop body.
+    """
+    n = jax.tree.leaves(args)[0].shape[0]
+    first = jax.tree.map(lambda x: x[0], args)
+    shapes = jax.eval_shape(fn, *first)
+    init = jax.tree.map(lambda s: jnp.zeros((n, *s.shape), s.dtype), shapes)
+
+    def body(i, outs):
+        run = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), args)
+        out = fn(*run)
+        return jax.tree.map(lambda o, v: jax.lax.dynamic_update_index_in_dim(o, v, i, 0), outs, out)
+
+    trips = jax.lax.optimization_barrier(jnp.int32(n))
+    return jax.lax.fori_loop(0, trips, body, init)
 
 
 def pad_runs(tree: Any, size: int) -> Any:

@@ -45,7 +45,6 @@ from jaxmmcl.distributed import (
     pad_runs,
     padded_size,
     runs_mesh,
-    shard_runs,
     to_host,
 )
 from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
@@ -237,15 +236,16 @@ def evaluate_program(
     runs = len(seeds)
     per_process = math.ceil(runs / count)
     mine = jax.tree.map(lambda x: x[index * per_process : (index + 1) * per_process], inputs)
-    local = runs_mesh(jax.local_devices())
-    size = padded_size(max(per_process, 1), local)
-    scores = evaluate_grid(static, *shard_runs(pad_runs(mine, size), local))
+    if len(mine[0]) == 0:  # more processes than runs: score a copy of the first
+        mine = jax.tree.map(lambda x: x[:1], inputs)
+    # Every process scores per_process runs (padded), so the gather is rectangular.
+    mine = pad_runs(mine, per_process)
+    scores = evaluate_grid(static, *mine)
     arrays = {
         f.name: np.asarray(getattr(scores, f.name))[:per_process]
         for f in dataclasses.fields(scores)
         if f.name != "factors"
     }
-    # Every process contributed per_process rows (padded), so the gather is rectangular.
     arrays = to_host(arrays)
     arrays = {name: np.asarray(value)[:runs] for name, value in arrays.items()}
     return dataclasses.replace(scores, **arrays)

@@ -7,7 +7,7 @@ static config) as one jitted program sharded over devices, in chunks of ``train.
 steps, which is where progress is reported and the loss is recorded. Each device computes its
 runs either all at once (``vmap``, right for accelerators) or a few at a time (``lax.map``,
 right for CPU devices, where a vmapped matrix product of small per-run matrices is slower than
-the same products one after another); see :func:`runs_at_once`.
+the same products one after another); see :func:`jaxmmcl.distributed.runs_at_once`.
 
 A run whose loss or gradient becomes non-finite is marked diverged; from then on its parameters
 stay frozen at their last finite value, so the rest of its grid is unaffected. A run that stays
@@ -29,15 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
 from jaxmmcl.config import HyperArrays, SimulationConfig, StaticConfig, TrainConfig
 from jaxmmcl.distributed import (
-    RUNS,
     mesh_for_runs,
     pad_runs,
     padded_size,
+    per_run,
+    runs_at_once,
     runs_mesh,
     shard_runs,
     to_host,
@@ -280,18 +281,6 @@ def chunk_lengths(train: TrainConfig) -> list[int]:
     return [train.log_every] * full + ([rest] if rest else [])
 
 
-def runs_at_once(mesh: Mesh) -> int | None:
-    """How many runs each device of ``mesh`` computes as one vmapped batch by default.
-
-    None (all of its runs) on accelerators, which need the batch to fill them; 1 on CPU devices,
-    where stacking runs does not make the matrix products any larger (XLA:CPU computes a vmapped
-    product as one product per run), and one device per core (see
-    :func:`jaxmmcl.distributed.use_cpu_cores`) already keeps every core busy: mapped runs were
-    1.2-1.5x faster there (``benchmarks/RESULTS.md``).
-    """
-    return 1 if mesh.devices.flat[0].platform == "cpu" else None
-
-
 class GridPrograms(NamedTuple):
     """The jitted programs of a group, over runs (see :func:`grid_programs`).
 
@@ -314,28 +303,18 @@ def grid_programs(static: StaticConfig, mesh: Mesh, at_once: int | None = None) 
     Within a device the training chunk is vmapped over all of its runs (``at_once=None``) or
     ``lax.map``-ped over them, ``at_once`` runs vmapped together per map step.
     """
-    runs = PartitionSpec(RUNS)
-
-    def per_device(fn):
-        return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=runs, out_specs=runs)
-
-    def per_device_chunk(fn):
-        if at_once is None:
-            return per_device(fn)
-
-        def mapped(*args):
-            return jax.lax.map(lambda a: fn(*a), args, batch_size=at_once if at_once > 1 else None)
-
-        return jax.shard_map(mapped, mesh=mesh, in_specs=runs, out_specs=runs)
 
     def chunk(state, simulation, hyper, n_steps):
         def one(state, simulation, hyper):
             return train_chunk(state, simulation, hyper, static, n_steps)
 
-        return per_device_chunk(one)(state, simulation, hyper)
+        return per_run(one, mesh, at_once)(state, simulation, hyper)
+
+    def init(seed, hyper):
+        return init_state(seed, hyper, static)
 
     return GridPrograms(
-        init_state=jax.jit(per_device(lambda seed, hyper: init_state(seed, hyper, static))),
+        init_state=jax.jit(per_run(init, mesh, None)),
         chunk=jax.jit(chunk, static_argnums=3, donate_argnums=0),
     )
 
@@ -449,7 +428,7 @@ def setup_grid(
       hypers: stacked hyperparameters, leading axis R.
       mesh: a one-axis device mesh (see :func:`jaxmmcl.distributed.runs_mesh`).
       at_once: runs each device computes as one vmapped batch (None: all of them); "auto"
-        is :func:`runs_at_once`.
+        is :func:`jaxmmcl.distributed.runs_at_once`.
     """
     runs = len(seeds)
     mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh())
@@ -490,7 +469,8 @@ def train_grid(
       mesh: a one-axis device mesh (see :func:`jaxmmcl.distributed.runs_mesh`).
       checkpoint: where to resume from and save to; None trains from scratch, unsaved.
       at_once: runs each device computes as one vmapped batch (None: all of them); "auto"
-        is :func:`runs_at_once`. Results do not depend on it beyond float rounding.
+        is :func:`jaxmmcl.distributed.runs_at_once`. Results do not depend on it beyond float
+        rounding.
     """
     runs = len(seeds)
     lengths = chunk_lengths(static.train)

@@ -17,9 +17,9 @@ from jaxmmcl.evaluation.classification import logistic_accuracy
 from jaxmmcl.evaluation.linear import block_means
 from jaxmmcl.evaluation.protocol import (
     EvalSamples,
-    _programs,
     accuracy_scores,
     discrete_factors,
+    encode_eval_samples,
     evaluate_grid,
     linear_scores,
     mlp_scores,
@@ -203,8 +203,7 @@ def test_evaluate_grid_scores_discrete_and_permuted_content(discrete_interventio
         assert np.all((acc[..., :2] >= 0) & (acc[..., :2] <= 1))
     assert scores.val_loss.shape == (2,) and np.isfinite(scores.val_loss).all()
     # The c_perm targets are the c targets permuted across the set (same multiset of rows).
-    # evaluate_grid's cached program: no extra compilation.
-    samples = _programs(static).encode(
+    samples = jax.vmap(lambda *run: encode_eval_samples(*run, static))(
         jnp.asarray(seeds, jnp.uint32), trained.simulation, trained.params
     )
     for y in (samples.y_fit, samples.y_test):

@@ -54,8 +54,11 @@ def standardise(x_fit: jnp.ndarray, x_test: jnp.ndarray) -> tuple[jnp.ndarray, j
     """
     mean = jnp.mean(x_fit, axis=-2, keepdims=True)
     std = jnp.std(x_fit, axis=-2, keepdims=True)
-    std = jnp.where(std > 0, std, 1.0)
-    return (x_fit - mean) / std, (x_test - mean) / std
+    # A product with the reciprocal, not a division: XLA rewrites a division by a broadcast
+    # into one in some programs and not in others (it did for a one-device mesh), and the two
+    # round differently; spelled out, every program computes the same.
+    scale = 1.0 / jnp.where(std > 0, std, 1.0)
+    return (x_fit - mean) * scale, (x_test - mean) * scale
 
 
 def fit_linear(x: jnp.ndarray, y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -47,8 +47,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import Mesh
 
 from jaxmmcl.config import HyperArrays, StaticConfig
+from jaxmmcl.distributed import (
+    mesh_for_runs,
+    pad_runs,
+    padded_size,
+    per_run,
+    runs_at_once,
+    runs_mesh,
+    shard_runs,
+)
 from jaxmmcl.encoders import encode
 from jaxmmcl.evaluation.classification import logistic_accuracy, mlp_accuracy
 from jaxmmcl.evaluation.kernel_ridge import kernel_ridge_r2_grid
@@ -264,7 +274,7 @@ class _Programs(NamedTuple):
 
 
 @functools.cache
-def _programs(static: StaticConfig) -> _Programs:
+def _programs(static: StaticConfig, mesh: Mesh, at_once: int | None) -> _Programs:
     sizes = factor_sizes(static)
     discrete = tuple(name in discrete_factors(static) for name in factors(static))
     n_classes = static.simulation.n_classes
@@ -294,7 +304,7 @@ def _programs(static: StaticConfig) -> _Programs:
             with matmul_precision(EVALUATION_PRECISION):
                 return fn(*args)
 
-        return jax.jit(jax.vmap(traced))
+        return jax.jit(per_run(traced, mesh, at_once))
 
     return _Programs(
         encode=program(lambda seed, sim, params: encode_eval_samples(seed, sim, params, static)),
@@ -336,30 +346,45 @@ def evaluate_grid(
     simulation: Simulation,
     params: dict,
     hypers: HyperArrays,
+    *,
+    mesh: Mesh | None = None,
 ) -> EvalResult:
     """Scores R trained runs of one group.
+
+    The runs are sharded over ``mesh`` (default: this process's devices, at most one per run),
+    padded to a multiple of its size, and each device scores its runs as
+    :func:`jaxmmcl.distributed.runs_at_once` says (on CPU devices one after another, so that a
+    run's scores do not depend on the runs it is scored with).
 
     Args:
       static: the group's static config.
       seeds: ``(R,)`` the runs' seeds (their evaluation keys derive from them).
       simulation, params: the runs' simulations and encoder parameters, stacked (leading R).
       hypers: the runs' stacked hyperparameters (the validation loss needs the temperature).
+      mesh: a one-axis mesh of this process's devices (see
+        :func:`jaxmmcl.distributed.runs_mesh`).
     """
-    programs = _programs(static)
-    seeds = jnp.asarray(seeds, jnp.uint32)
+    runs = len(seeds)
+    mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh(jax.local_devices()))
+    programs = _programs(static, mesh, runs_at_once(mesh))
+    inputs = (np.asarray(seeds, np.uint32), *jax.device_get((simulation, params, hypers)))
+    seeds, simulation, params, hypers = shard_runs(pad_runs(inputs, padded_size(runs, mesh)), mesh)
     samples = programs.encode(seeds, simulation, params)
-    r2_linear = np.asarray(programs.linear(samples))
+    scores = {"r2_linear": programs.linear(samples)}
     if static.eval.nonlinear == "mlp":
-        r2_nonlinear = np.asarray(programs.mlp(seeds, samples))
+        scores["r2_nonlinear"] = programs.mlp(seeds, samples)
     else:
-        r2_nonlinear = kernel_ridge_scores(samples, factor_sizes(static))
+        scores["r2_nonlinear"] = kernel_ridge_scores(samples, factor_sizes(static))
     if discrete_factors(static):
-        acc_linear = np.asarray(programs.logistic(samples))
-        acc_nonlinear = np.asarray(programs.mlp_classifier(seeds, samples))
-    else:
-        acc_linear = acc_nonlinear = np.full(r2_linear.shape, np.nan, np.float32)
-    val_loss = np.asarray(programs.validation(seeds, simulation, params, hypers))
-    return EvalResult(factors(static), r2_linear, r2_nonlinear, acc_linear, acc_nonlinear, val_loss)
+        scores["acc_linear"] = programs.logistic(samples)
+        scores["acc_nonlinear"] = programs.mlp_classifier(seeds, samples)
+    scores["val_loss"] = programs.validation(seeds, simulation, params, hypers)
+    scores = {name: np.asarray(jax.device_get(value))[:runs] for name, value in scores.items()}
+    if not discrete_factors(static):
+        scores["acc_linear"] = scores["acc_nonlinear"] = np.full(
+            scores["r2_linear"].shape, np.nan, np.float32
+        )
+    return EvalResult(factors(static), **scores)
 
 
 def kernel_ridge_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> np.ndarray:
@@ -367,8 +392,10 @@ def kernel_ridge_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> np.ndar
 
     Both encodings of every run form one list of ``2 R`` regression problems; the targets are
     shared by the two encodings of a run. The samples are fetched to the host first: the
-    solver runs its own batches on one device (sharded inputs would make XLA partition its
-    factorisations across CPU devices, which hangs the CPU runtime).
+    solver runs on one device (sharded inputs would make XLA partition its factorisations
+    across CPU devices, which hangs the CPU runtime), one problem after another, so a
+    problem's scores do not depend on the others (a loop also measured faster than batches of
+    30 at ``n_fit`` = 1024).
     """
     samples = jax.device_get(samples)
     runs, encoders, n_fit, k = samples.h_fit.shape
@@ -378,7 +405,5 @@ def kernel_ridge_scores(samples: EvalSamples, sizes: tuple[int, ...]) -> np.ndar
         samples.h_test.reshape(runs * encoders, -1, k),
         np.repeat(samples.y_test, encoders, axis=0),
         sizes,
-        # Batching runs pays off only while their kernels are small.
-        run_batch=max(1, min(runs * encoders, 2**27 // n_fit**2)),
     )
     return result.r2.reshape(runs, encoders, -1)
