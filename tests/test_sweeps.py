@@ -3,6 +3,7 @@ killed sweeps resume to identical results, several processes write one results f
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 import signal
@@ -18,7 +19,7 @@ import yaml
 
 from jaxmmcl import runner
 from jaxmmcl.cli import SWEEPS_DIR, main
-from jaxmmcl.config import ConfigError
+from jaxmmcl.config import TRACED_KEYS, ConfigError, flatten
 from jaxmmcl.reports import load_results
 from jaxmmcl.runner import run_sweep
 from jaxmmcl.sweeps import load_sweep, read_yaml
@@ -57,33 +58,81 @@ SMALL = {
 SCORES = ("r2_linear", "r2_nonlinear", "val_loss", "loss")
 
 
-def _first_values(axes: dict) -> dict:
-    """Every axis cut to its first value (zipped axes: first entry of each list)."""
+def _regression_axes(axes: dict) -> dict:
+    """A sweep's axes cut down to one compiled group per shape-changing case kept: every named
+    case and the first two values of every plain axis that only set traced keys (they share
+    the group), the first case or value of every other axis, seed 0."""
     cut = {}
     for name, values in axes.items():
         if isinstance(values, dict) and set(values) == {"zip"}:
             cut[name] = {"zip": {k: v[:1] for k, v in values["zip"].items()}}
         elif isinstance(values, dict):
-            label = next(iter(values))
-            cut[name] = {label: values[label]}
+            traced = {k: c for k, c in values.items() if set(flatten(c)) <= set(TRACED_KEYS)}
+            cut[name] = traced or dict([next(iter(values.items()))])
+        elif name in TRACED_KEYS:
+            cut[name] = values[:2]
         else:
             cut[name] = values[:1]
     return cut
 
 
+REGRESSION = Path(__file__).parent / "fixtures" / "regression"
+RESULT_KEYS = ("run", "encoder", "factor", "status")
+
+
+def _assert_equal_to_fixture(out: Path, name: str) -> None:
+    """results.csv and losses.csv of ``out`` equal the recorded ones (float32 rounding at most).
+    ``JAXMMCL_RECORD_FIXTURES=1`` records them instead (for a change meant to change results)."""
+    fixture = REGRESSION / name
+    if os.environ.get("JAXMMCL_RECORD_FIXTURES") == "1":
+        fixture.mkdir(parents=True, exist_ok=True)
+        for file in ("results.csv", "losses.csv"):
+            (fixture / file).write_bytes((out / file).read_bytes())
+        return
+    for file, keys in (("results.csv", RESULT_KEYS), ("losses.csv", ("run", "step"))):
+        with (fixture / file).open() as f:
+            want = list(csv.DictReader(f))
+        with (out / file).open() as f:
+            got = list(csv.DictReader(f))
+        assert [[r[k] for k in keys] for r in got] == [[r[k] for k in keys] for r in want]
+        for column in want[0]:
+            if column in keys or not _numeric(want[0][column]):
+                assert [r[column] for r in got] == [r[column] for r in want], (file, column)
+                continue
+            np.testing.assert_allclose(
+                [float(r[column] or "nan") for r in got],
+                [float(r[column] or "nan") for r in want],
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=f"{name}/{file}: {column}",
+            )
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == ""
+    return True
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
 def test_sweep_file_validates_at_both_scales_and_runs_tiny(path, tmp_path):
+    # The regression fixtures: every sweep file, tiny, gives the recorded results.
     for scale in ("cpu", "paper"):
         assert load_sweep(path, scale=scale).runs
     spec = read_yaml(path.read_text())
-    spec["scales"]["cpu"] = (spec["scales"]["cpu"] or {}) | TINY_SCALE
-    spec["axes"] = _first_values(spec["axes"])
+    # A scale's values for a plain axis would replace the cut axis: the cut wins.
+    cpu = {k: v for k, v in (spec["scales"]["cpu"] or {}).items() if k not in spec["axes"]}
+    spec["scales"]["cpu"] = cpu | TINY_SCALE
+    spec["axes"] = _regression_axes(spec["axes"])
     sweep = load_sweep(spec, scale="cpu")
     rows = run_sweep(sweep, tmp_path, show_progress=False)
     assert rows and {r["status"] for r in rows} == {"ok"}
     assert np.isfinite([r["r2_linear"] for r in rows]).all()
     assert (tmp_path / f"{sweep.name}.md").is_file()
     assert list(tmp_path.glob(f"{sweep.name}-*.png"))
+    _assert_equal_to_fixture(tmp_path, path.stem)
 
 
 def test_every_paper_experiment_has_a_sweep():
