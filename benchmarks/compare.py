@@ -309,7 +309,7 @@ def worker_breakdown(spec: dict) -> dict:
     from jaxmmcl.config import run_config_from_dict, stack_hyperparams
     from jaxmmcl.encoders import encode
     from jaxmmcl.losses import symmetric_info_nce
-    from jaxmmcl.simulation import sample_pairs
+    from jaxmmcl.simulation import sample_views
     from jaxmmcl.training import init_run, make_optimizer, step_flops, train_step
 
     batch = spec["batch"]
@@ -320,18 +320,18 @@ def worker_breakdown(spec: dict) -> dict:
     params = state.params
     tx = make_optimizer(hyper.learning_rate, static.train)
 
-    sample = jax.jit(lambda key: sample_pairs(key, simulation, static.simulation, 2 * batch)[:2])
+    sample = jax.jit(lambda key: sample_views(key, simulation, static.simulation, 2 * batch)[0])
     x1, x2 = sample(jax.random.key(1))
 
     def enc_fwd_bwd(params, x1, x2):
-        (h1, h2), vjp = jax.vjp(lambda p: encode(p, static, x1, x2), params)
+        (h1, h2), vjp = jax.vjp(lambda p: encode(p, static, (x1, x2)), params)
         return vjp((h1, h2))[0]
 
     enc = jax.jit(enc_fwd_bwd)
-    h1, h2 = jax.jit(lambda p, a, b: encode(p, static, a, b))(params, x1, x2)
+    h1, h2 = jax.jit(lambda p, a, b: encode(p, static, (a, b)))(params, x1, x2)
 
     def loss_fn(h1, h2):
-        return symmetric_info_nce(h1[:batch], h2[:batch], h1[batch:], h2[batch:], 1.0)
+        return symmetric_info_nce((h1[:batch], h2[:batch]), (h1[batch:], h2[batch:]), 1.0)
 
     loss = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
     grads = enc(params, x1, x2)

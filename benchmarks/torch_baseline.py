@@ -73,7 +73,7 @@ def init_simulation(
 
     The condition-number threshold is jaxmmcl's (a deterministic function of ``d``).
     """
-    from jaxmmcl.mixing import condition_threshold
+    from jaxmmcl.mechanisms import condition_threshold
 
     gen = torch.Generator().manual_seed(seed)
     dim = n_c + n_s + n_m
@@ -114,16 +114,17 @@ def simulation_from_jax(simulation) -> TorchSimulation:
         return torch.from_numpy(np.array(x, dtype=np.float32))
 
     lat = simulation.latents
+    f1, f2 = simulation.mechanisms
     return TorchSimulation(
-        factor_c=t(lat.factor_c),
-        factor_s=t(lat.factor_s),
-        factor_m1=t(lat.factor_m1),
-        factor_m2=t(lat.factor_m2),
-        b=t(lat.b),
-        a=t(lat.a),
+        factor_c=t(lat.covariance["c"]),
+        factor_s=t(lat.covariance["s"]),
+        factor_m1=t(lat.covariance["m1"]),
+        factor_m2=t(lat.covariance["m2"]),
+        b=t(lat.causal["s"]["b"]),
+        a=t(lat.causal["s"]["a"]),
         p_change=float(lat.p_change),
-        mixing1=t(simulation.mixing1),
-        mixing2=t(simulation.mixing2),
+        mixing1=t(f1),
+        mixing2=t(f2),
     )
 
 

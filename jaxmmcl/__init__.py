@@ -3,8 +3,8 @@ learning (Daunhawer et al., ICLR 2023).
 
 The data flow, one module per step::
 
-    config -> latents -> mixing -> simulation -> encoders -> losses -> training
-           -> evaluation -> sweeps / runner -> reports -> cli
+    config, structure -> latents -> mechanisms -> simulation -> encoders -> losses -> objective
+           -> training -> evaluation -> sweeps / runner -> results, reports -> cli
 """
 
 from jaxmmcl.config import (
@@ -16,9 +16,10 @@ from jaxmmcl.config import (
     stack_hyperparams,
 )
 from jaxmmcl.evaluation.protocol import evaluate_grid
-from jaxmmcl.reports import load_results
+from jaxmmcl.results import load_results
 from jaxmmcl.runner import run_sweep
-from jaxmmcl.simulation import init_simulation, sample_pairs
+from jaxmmcl.simulation import init_simulation, sample_views
+from jaxmmcl.structure import Structure
 from jaxmmcl.sweeps import load_sweep
 from jaxmmcl.training import train_grid, train_run
 
@@ -27,13 +28,14 @@ __all__ = [
     "Hyperparams",
     "RunConfig",
     "StaticConfig",
+    "Structure",
     "evaluate_grid",
     "init_simulation",
     "load_results",
     "load_sweep",
     "run_config_from_dict",
     "run_sweep",
-    "sample_pairs",
+    "sample_views",
     "stack_hyperparams",
     "train_grid",
     "train_run",

@@ -19,24 +19,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
 from flax import struct
 
-MIXING_TYPES = ("mlp", "linear")
+from jaxmmcl.errors import ConfigError
+from jaxmmcl.evaluation.metrics import METRICS
+from jaxmmcl.latents import DEPENDENCES
+from jaxmmcl.losses import LOSSES
+from jaxmmcl.mechanisms import MECHANISMS
+from jaxmmcl.structure import STRUCTURES, Structure, structure_of
+
 DRAWS = ("jax", "official")
 INITS = ("torch", "lecun")
 PRECISIONS = ("float32", "tf32x3", "tf32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
 NONLINEAR_REGRESSORS = ("kernel_ridge", "mlp")
+READOUTS = ("views", "subsets")
+MCC_METHODS = ("pearson", "spearman")
 DISCRETE_BLOCKS = ("none", "c", "s", "m")
-
-
-class ConfigError(ValueError):
-    """Invalid user input. The message names the offending key and value."""
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -61,7 +65,7 @@ def _check_bool(key: str, value: Any) -> None:
         _fail(key, value, "true or false")
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+def _check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
     if value not in choices:
         _fail(key, value, "one of " + ", ".join(choices))
 
@@ -73,11 +77,20 @@ class SimulationConfig:
     Attributes:
       n_c: content block size (shared by both modalities), >= 1.
       n_s: style block size, >= 0.
-      n_m: size of each modality-specific block m1, m2, >= 0.
-      mixing: mechanism family: ``"mlp"`` (the paper's invertible LeakyReLU MLP) or
-        ``"linear"`` (a product of well-conditioned square matrices, also invertible).
+      n_m: size of each modality-specific block m1, m2, ..., >= 0.
+      structure: which latent factors exist and which views observe them, by name in
+        :data:`jaxmmcl.structure.STRUCTURES`: ``"paper"`` (c, s, perturbed copies of s, one
+        m per view, from n_c, n_s, n_m and n_views) or ``"subsets"`` (one latent vector, each
+        view observing the components ``views`` lists).
+      n_views: number of views of the paper's structure, >= 2.
+      views: for the subsets structure, the latent components each view observes (a list of
+        lists of indices; at least two views).
+      mixing: mechanism family, by name in :data:`jaxmmcl.mechanisms.MECHANISMS` (``"mlp"``,
+        the paper's invertible LeakyReLU MLP; ``"linear"``; ``"elu"``; ``"smooth_leaky_relu"``;
+        ``"softplus"``; ``"drop"``, a non-invertible control).
       mixing_layers: number of square linear maps in each mechanism, >= 1.
-      shared_mixing: ``True`` for the multi-view setting f1 = f2 (one draw used for both).
+      shared_mixing: ``True`` for the multi-view setting f1 = f2 (one draw used by every view;
+        the views must have equal dimensions).
       discrete: which block is discrete: ``"none"``, ``"c"`` (content), ``"s"`` (style s and
         s_tilde) or ``"m"`` (both m1 and m2). Each component of a discrete block is a class
         index drawn uniformly from ``{0, ..., n_classes - 1}``, coded as a standardised value
@@ -85,6 +98,9 @@ class SimulationConfig:
         must be non-empty, and it excludes statistical dependence (any block) and, for a
         discrete style, causal dependence (checked by :class:`RunConfig`).
       n_classes: classes per discrete component, >= 2; unused when ``discrete`` is ``"none"``.
+      causal: how a causal child depends on its parent (``simulation.causal_strength`` != 0),
+        by name in :data:`jaxmmcl.latents.DEPENDENCES`: ``"linear"`` (the paper's s = s0 +
+        B c + a) or ``"mlp"`` (s = s0 + strength * W2 tanh(W1 c) + a).
       draws: where the per-simulation parameters (covariances, mechanisms, B and a) come from:
         ``"jax"`` (the default) draws them from the run's key; ``"official"`` draws those of
         the official ``main_mlp.py --seed SEED`` with its own generators (SciPy, NumPy's
@@ -96,30 +112,43 @@ class SimulationConfig:
     n_c: int = 5
     n_s: int = 5
     n_m: int = 5
+    structure: str = "paper"
+    n_views: int = 2
+    views: tuple[tuple[int, ...], ...] = ()
     mixing: str = "mlp"
     mixing_layers: int = 3
     shared_mixing: bool = False
     discrete: str = "none"
     n_classes: int = 5
+    causal: str = "linear"
     draws: str = "jax"
 
     def __post_init__(self):
         _check_int("simulation.n_c", self.n_c, 1)
         _check_int("simulation.n_s", self.n_s, 0)
         _check_int("simulation.n_m", self.n_m, 0)
-        _check_choice("simulation.mixing", self.mixing, MIXING_TYPES)
+        _check_choice("simulation.structure", self.structure, STRUCTURES)
+        _check_int("simulation.n_views", self.n_views, 2)
+        self._check_views()
+        _check_choice("simulation.mixing", self.mixing, MECHANISMS)
         _check_int("simulation.mixing_layers", self.mixing_layers, 1)
         _check_bool("simulation.shared_mixing", self.shared_mixing)
         _check_choice("simulation.discrete", self.discrete, DISCRETE_BLOCKS)
         _check_int("simulation.n_classes", self.n_classes, 2)
+        _check_choice("simulation.causal", self.causal, DEPENDENCES)
         _check_choice("simulation.draws", self.draws, DRAWS)
         if self.draws == "official":
             for key, value, needed in (
                 ("simulation.mixing", self.mixing, "mlp"),
                 ("simulation.discrete", self.discrete, "none"),
+                ("simulation.structure", self.structure, "paper"),
+                ("simulation.n_views", self.n_views, 2),
+                ("simulation.causal", self.causal, "linear"),
             ):
                 if value != needed:
                     _fail(key, value, f"{needed!r} with simulation.draws = 'official'")
+        if self.structure != "paper" and self.discrete != "none":
+            _fail("simulation.discrete", self.discrete, "'none' unless structure is 'paper'")
         size = {"c": self.n_c, "s": self.n_s, "m": self.n_m}.get(self.discrete)
         if size == 0:
             _fail(
@@ -128,10 +157,24 @@ class SimulationConfig:
                 f"a block of size >= 1 (n_{self.discrete} is 0)",
             )
 
-    @property
-    def dim(self) -> int:
-        """Observation dimension d = n_c + n_s + n_m of each modality."""
-        return self.n_c + self.n_s + self.n_m
+    def _check_views(self) -> None:
+        views = self.views
+        if isinstance(views, list | tuple):
+            views = tuple(tuple(v) if isinstance(v, list | tuple) else v for v in views)
+            object.__setattr__(self, "views", views)
+        ok = isinstance(views, tuple) and all(
+            isinstance(v, tuple)
+            and v
+            and len(set(v)) == len(v)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+            for v in views
+        )
+        if not ok:
+            _fail("simulation.views", views, "a list of non-empty lists of distinct indices >= 0")
+        if self.structure == "subsets" and len(views) < 2:
+            _fail("simulation.views", list(map(list, views)), "at least two views")
+        if self.structure != "subsets" and views:
+            _fail("simulation.views", list(map(list, views)), "[] unless structure is 'subsets'")
 
 
 @dataclass(frozen=True)
@@ -173,6 +216,9 @@ class TrainConfig:
     Attributes:
       batch_size: pairs per step; each step also draws an independent batch of negatives.
       steps: number of optimiser steps.
+      loss: the contrastive loss, by name in :data:`jaxmmcl.losses.LOSSES`: ``"infonce"``
+        (the paper's), ``"ntxent"`` (cosine similarities) or ``"subsets"`` (multiview-crl's,
+        over subsets of views; needs encodings of their views' sizes).
       clip_norm: global L2 norm the gradients are clipped to.
       schedule: learning-rate schedule multiplier: ``"constant"`` or ``"cosine"`` (decay to 0).
       warmup_steps: linear warm-up steps before the schedule.
@@ -187,6 +233,7 @@ class TrainConfig:
 
     batch_size: int = 6144
     steps: int = 300_000
+    loss: str = "infonce"
     clip_norm: float = 2.0
     schedule: str = "constant"
     warmup_steps: int = 0
@@ -196,6 +243,7 @@ class TrainConfig:
     def __post_init__(self):
         _check_int("train.batch_size", self.batch_size, 2)
         _check_int("train.steps", self.steps, 1)
+        _check_choice("train.loss", self.loss, LOSSES)
         _check_float("train.clip_norm", self.clip_norm, 0.0, math.inf, open_lo=True)
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_int("train.warmup_steps", self.warmup_steps, 0)
@@ -224,6 +272,15 @@ class EvalConfig:
       val_batches, val_batch_size: the validation loss is the mean loss of this many fresh
         batches of this many pairs (each with as many independent negatives); the official
         code's 5 batches of 4096 by default, at every scale.
+      metrics: the scores of every factor, by name in
+        :data:`jaxmmcl.evaluation.metrics.METRICS`: ``r2_linear``, ``r2_nonlinear``,
+        ``accuracy`` (added by itself when a factor is discrete), ``mcc``.
+      mcc: ``pearson`` or ``spearman`` correlations for ``mcc``.
+      per_latent: also score every component of every factor alone (result rows with a
+        ``latent``), as multiview-crl's ``--evaluate_individual_latents``: R^2 metrics only.
+      readout: what is scored: ``views`` (each view's whole encoding) or ``subsets`` (for every
+        subset of views sharing content and every view in it, the encoding's dimensions at the
+        positions of that content; needs encodings of their views' sizes).
     """
 
     n_fit: int = 20_480
@@ -233,6 +290,10 @@ class EvalConfig:
     intervention: bool = False
     val_batches: int = 5
     val_batch_size: int = 4096
+    metrics: tuple[str, ...] = ("r2_linear", "r2_nonlinear")
+    mcc: str = "pearson"
+    per_latent: bool = False
+    readout: str = "views"
 
     def __post_init__(self):
         _check_int("eval.n_fit", self.n_fit, 6)
@@ -242,6 +303,19 @@ class EvalConfig:
         _check_bool("eval.intervention", self.intervention)
         _check_int("eval.val_batches", self.val_batches, 1)
         _check_int("eval.val_batch_size", self.val_batch_size, 2)
+        metrics = self.metrics
+        if isinstance(metrics, str):
+            metrics = (metrics,)
+        if not isinstance(metrics, list | tuple) or not metrics:
+            _fail("eval.metrics", metrics, "a non-empty list of " + ", ".join(METRICS))
+        for name in metrics:
+            _check_choice("eval.metrics", name, METRICS)
+        if len(set(metrics)) < len(metrics):
+            _fail("eval.metrics", list(metrics), "distinct names")
+        object.__setattr__(self, "metrics", tuple(metrics))
+        _check_choice("eval.mcc", self.mcc, MCC_METHODS)
+        _check_bool("eval.per_latent", self.per_latent)
+        _check_choice("eval.readout", self.readout, READOUTS)
 
 
 @dataclass(frozen=True)
@@ -256,19 +330,46 @@ class StaticConfig:
     def __post_init__(self):
         if self.train.warmup_steps >= self.train.steps:
             _fail("train.warmup_steps", self.train.warmup_steps, "fewer than train.steps")
+        structure = self.structure
+        dims = {structure.view_dim(v) for v in range(structure.n_views)}
+        if self.simulation.shared_mixing and len(dims) > 1:
+            _fail("simulation.shared_mixing", True, "false: the views differ in dimension")
+        if self.model.shared_encoder and len(dims) > 1:
+            _fail("model.shared_encoder", True, "false: the views differ in dimension")
+        if 0 in dims:
+            _fail("simulation", "a view observing nothing", "every view to observe a factor")
+        if LOSSES[self.train.loss].needs_view_sized_encodings or self.eval.readout == "subsets":
+            for v in range(structure.n_views):
+                if self.encoding_size(v) != structure.view_dim(v):
+                    _fail(
+                        "model.encoding_size",
+                        self.model.encoding_size,
+                        f"0 with train.loss {self.train.loss!r} or eval.readout 'subsets' "
+                        f"(view {v + 1} has "
+                        f"{structure.view_dim(v)} inputs, so its encoding must too)",
+                    )
 
     @property
-    def widths(self) -> tuple[int, ...]:
-        """Resolved hidden widths of the encoders."""
+    def structure(self) -> Structure:
+        """The generative structure (:mod:`jaxmmcl.structure`)."""
+        return structure_of(self.simulation)
+
+    def view_dim(self, view: int = 0) -> int:
+        """Input dimension of view ``view``'s mechanism and encoder."""
+        return self.structure.view_dim(view)
+
+    def widths(self, view: int = 0) -> tuple[int, ...]:
+        """Resolved hidden widths of view ``view``'s encoder (``paper``: multiples of its
+        input dimension d, 10d, 50d, 50d, 50d, 50d, 10d)."""
         if self.model.widths == "paper":
-            d = self.simulation.dim
+            d = self.view_dim(view)
             return (10 * d, 50 * d, 50 * d, 50 * d, 50 * d, 10 * d)
         return self.model.widths
 
-    @property
-    def encoding_size(self) -> int:
-        """Resolved encoder output size."""
-        return self.model.encoding_size or self.simulation.n_c
+    def encoding_size(self, view: int = 0) -> int:
+        """Resolved output size of view ``view``'s encoder: ``model.encoding_size``, or by
+        default the structure's (:meth:`jaxmmcl.structure.Structure.default_encoding`)."""
+        return self.model.encoding_size or self.structure.default_encoding(view)
 
 
 @dataclass(frozen=True)
@@ -373,7 +474,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for section in _SECTIONS:
             values = dataclasses.asdict(getattr(self.static, section))
-            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+            out[section] = {k: _plain(v) for k, v in values.items()}
         for key, name in TRACED_KEYS.items():
             section, leaf = key.split(".")
             out[section][leaf] = getattr(self.hyper, name)
@@ -383,6 +484,11 @@ class RunConfig:
     def flat(self) -> dict[str, Any]:
         """The config as a flat mapping of dotted keys."""
         return flatten(self.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (nested too) as lists, as YAML and the config files write them."""
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 def all_keys() -> list[str]:

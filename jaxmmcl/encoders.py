@@ -1,7 +1,7 @@
-"""The trained encoders g1, g2: MLPs with LeakyReLU(0.01) between layers.
+"""The trained encoders g1, ..., gK: MLPs with LeakyReLU(0.01) between layers, one per view.
 
-Encoder parameters are a dict ``{"g1": ...}`` for a shared encoder (g2 = g1) or
-``{"g1": ..., "g2": ...}`` for one encoder per modality.
+Encoder parameters are a dict ``{"g1": ...}`` for a shared encoder (every view's encoder is g1)
+or ``{"g1": ..., "gK": ...}`` for one encoder per view.
 
 Initialisation (``model.init``): ``"torch"`` (the default) is PyTorch's default for
 ``nn.Linear``, which the official encoders use: weights and biases uniform in
@@ -12,11 +12,13 @@ reference's) and zero biases.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmmcl.config import INITS, StaticConfig
 
@@ -111,32 +113,40 @@ class MLPEncoder(nn.Module):
         return last(x)
 
 
-def encoder_module(static: StaticConfig) -> MLPEncoder:
-    """The encoder architecture of a static config."""
-    return MLPEncoder(static.widths, static.encoding_size, static.model.init)
+def encoder_module(static: StaticConfig, view: int = 0) -> MLPEncoder:
+    """The encoder architecture of view ``view`` (its widths and encoding size)."""
+    return MLPEncoder(static.widths(view), static.encoding_size(view), static.model.init)
+
+
+def encoder_names(static: StaticConfig) -> tuple[str, ...]:
+    """The parameter keys: ``("g1",)`` for a shared encoder, else ``("g1", ..., "gK")``."""
+    k = 1 if static.model.shared_encoder else static.structure.n_views
+    return tuple(f"g{v + 1}" for v in range(k))
 
 
 def init_encoders(key: jax.Array, static: StaticConfig) -> dict:
-    """Initial parameters of g1 (and g2 unless the encoder is shared)."""
-    module = encoder_module(static)
-    dummy = jnp.zeros((1, static.simulation.dim))
-    k1, k2 = jax.random.split(key)
-    params = {"g1": module.init(k1, dummy)}
-    if not static.model.shared_encoder:
-        params["g2"] = module.init(k2, dummy)
-    return params
+    """Initial parameters of every view's encoder (one, when shared): ``{"g1": ..., ...}``.
+
+    Encoder k takes the k-th of ``structure.n_views`` keys split from ``key``.
+    """
+    keys = jax.random.split(key, static.structure.n_views)
+    return {
+        name: encoder_module(static, v).init(
+            keys[v], jnp.zeros((1, static.view_dim(v)), jnp.float32)
+        )
+        for v, name in enumerate(encoder_names(static))
+    }
 
 
-def encode(
-    params: dict, static: StaticConfig, x1: jnp.ndarray, x2: jnp.ndarray
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Applies g1 to ``x1`` and g2 to ``x2`` (both ``(n, d)``); returns two ``(n, k)`` arrays.
+def encode(params: dict, static: StaticConfig, xs: tuple[jnp.ndarray, ...]) -> tuple:
+    """Applies each view's encoder to its observations (``(n, d_k)`` each); returns one
+    ``(n, encoding_size_k)`` array per view.
 
-    With a shared encoder both inputs go through one matrix product of twice the rows, which
+    With a shared encoder all views go through one matrix product of K times the rows, which
     keeps the matmuls large.
     """
-    module = encoder_module(static)
     if static.model.shared_encoder:
-        h = module.apply(params["g1"], jnp.concatenate([x1, x2]))
-        return h[: x1.shape[0]], h[x1.shape[0] :]
-    return module.apply(params["g1"], x1), module.apply(params["g2"], x2)
+        h = encoder_module(static).apply(params["g1"], jnp.concatenate(xs))
+        bounds = np.cumsum([0, *(x.shape[0] for x in xs)])
+        return tuple(h[lo:hi] for lo, hi in itertools.pairwise(bounds))
+    return tuple(encoder_module(static, v).apply(params[f"g{v + 1}"], x) for v, x in enumerate(xs))

@@ -1,99 +1,139 @@
-"""The latent variables of the numerical simulation.
+"""The latent factors of the numerical simulation, drawn as the structure says.
 
-Blocks: content ``c`` (n_c), style ``s`` (n_s), modality-specific ``m1``, ``m2`` (n_m each).
-Modality 1 sees ``z1 = (c, s, m1)``, modality 2 sees ``z2 = (c, s_tilde, m2)`` with
-``s_tilde = s + mask * eps``; each style component of each sample is perturbed independently with
-probability ``p_change``.
+The factors (:mod:`jaxmmcl.structure`) are drawn in their order. A base factor is Gaussian,
+``N(0, L L^T)`` with ``L`` its covariance factor: the identity, or under statistical dependence
+a Wishart(df = size, scale = I) draw. A factor that is a causal child adds its parents'
+contribution (:data:`DEPENDENCES`, ``simulation.causal``): the paper's linear ``s = s0 + B c +
+a``, or a random MLP of the parent. A perturbed copy equals its base factor except that each
+component of each sample changes, with probability ``p_change``, by noise with the base factor's
+covariance: in the paper's structure ``s_tilde = s + mask * eps``.
 
-Discrete variant (``simulation.discrete``): the components of one block (c; s and s_tilde; or m1
-and m2) are class indices ``i`` drawn uniformly from ``{0, ..., k - 1}`` (k = ``n_classes``),
-entered into the mechanisms as the standardised code ``(i - (k - 1) / 2) / sqrt((k^2 - 1) / 12)``
-(:func:`code_classes`; zero mean, unit variance). A discrete style is perturbed by replacing
-each component, with probability ``p_change``, by a class drawn uniformly from the *other* k - 1
-classes: as in the continuous case, ``p_change`` is the probability that a component changes,
-and s_tilde stays uniformly distributed over the classes.
+Discrete factors (``simulation.discrete``): the components are class indices ``i`` drawn
+uniformly from ``{0, ..., k - 1}`` (k = ``n_classes``), entered into the mechanisms as the
+standardised code ``(i - (k - 1) / 2) / sqrt((k^2 - 1) / 12)`` (:func:`code_classes`; zero mean,
+unit variance). A discrete copy replaces each component, with probability ``p_change``, by a
+class drawn uniformly from the *other* k - 1 classes: as in the continuous case, ``p_change`` is
+the probability that a component changes, and the copy stays uniform over the classes.
 
-Per-simulation parameters (:class:`LatentParams`: covariance factors, B, a) are drawn once from
-the run's key by :func:`init_latent_params`, so every batch of a run, training and evaluation
-alike, comes from the same distribution.
+Per-simulation parameters (:class:`LatentParams`: covariance factors, the dependences'
+parameters) are drawn once from the run's key by :func:`init_latent_params`, so every batch of a
+run, training and evaluation alike, comes from the same distribution.
 
-Statistical dependence follows the paper's code, which seeds every Wishart draw alike: blocks
-of one size share one covariance matrix, and the style perturbation eps has the style block's
-covariance (``Ls Ls^T``). Both choices matter at the CPU scale (2-dimensional blocks, where
-df = 2 makes the draws vary widely). A separate draw for eps leaves some style directions
-changing by a small fraction of their variance; nearly invariant, they compete with content for
-the encoding (Table 1's multi-view statistical rows: content R^2 0.85 and 0.89, against 1.00).
-Separate draws per block can give content a fraction of the style's variance (one Table 1 seed:
-total variance 0.57 against 9.9), and that run's encoders settle on style (content R^2 0.5 in
-both multimodal statistical rows, at 4,000 and at 8,000 steps).
+Statistical dependence follows the paper's code, which seeds every Wishart draw alike: factors
+of one size share one covariance matrix, and a copy's perturbation has its base factor's
+covariance. Both choices matter at the CPU scale (2-dimensional blocks, where df = 2 makes the
+draws vary widely). A separate draw for eps leaves some style directions changing by a small
+fraction of their variance; nearly invariant, they compete with content for the encoding
+(Table 1's multi-view statistical rows: content R^2 0.85 and 0.89, against 1.00). Separate
+draws per block can give content a fraction of the style's variance (one Table 1 seed: total
+variance 0.57 against 9.9), and that run's encoders settle on style (content R^2 0.5 in both
+multimodal statistical rows, at 4,000 and at 8,000 steps).
+
+Keys: a sample's key splits into one key per base factor and two per copy (its noise, its
+mask), in factor order; the paper's two views thus use (c, s, eps, mask, m1, m2), as before the
+structure was data.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxmmcl.config import HyperArrays, SimulationConfig
+from jaxmmcl.structure import Structure, structure_of
 
-BLOCKS = ("c", "s", "s_tilde", "m1", "m2")
+if TYPE_CHECKING:
+    from jaxmmcl.config import HyperArrays, SimulationConfig
 
-# The blocks made of classes, per value of ``simulation.discrete``.
-DISCRETE = {"none": (), "c": ("c",), "s": ("s", "s_tilde"), "m": ("m1", "m2")}
+Latents = dict[str, jnp.ndarray]
+"""A batch of latents: factor name -> ``(n, size)`` array."""
+
+
+class Dependence(NamedTuple):
+    """A causal dependence of a child factor on a parent factor.
+
+    Attributes:
+      init: ``(keys, n_parent, n_child, strength) -> params``, with ``keys`` two independent
+        keys (weights, offset) and ``strength`` the traced ``simulation.causal_strength``
+        (0: no dependence).
+      apply: ``(params, parent, child_noise) -> child`` for batches ``(n, n_parent)`` and
+        ``(n, n_child)``.
+    """
+
+    init: Callable[[tuple[jax.Array, jax.Array], int, int, jnp.ndarray], Any]
+    apply: Callable[[Any, jnp.ndarray, jnp.ndarray], jnp.ndarray]
+
+
+def _offset(key: jax.Array, n_child: int, strength: jnp.ndarray) -> jnp.ndarray:
+    # The offset a is switched off with the dependence (strength 0), as the paper's flag does.
+    return jnp.where(strength != 0, jax.random.normal(key, (n_child,)), 0.0)
+
+
+def _linear_init(keys, n_parent, n_child, strength):
+    kb, ka = keys
+    return {
+        "b": strength * jax.random.normal(kb, (n_child, n_parent)),
+        "a": _offset(ka, n_child, strength),
+    }
+
+
+def _linear_apply(params, parent, noise):
+    return noise + parent @ params["b"].T + params["a"]
+
+
+# Hidden units of the nonlinear dependence's random MLP.
+DEPENDENCE_HIDDEN = 32
+
+
+def _mlp_init(keys, n_parent, n_child, strength):
+    kw, ka = keys
+    k1, k2 = jax.random.split(kw)
+    # Variance-preserving weights: g(c) has about unit variance per component for unit c.
+    w1 = jax.random.normal(k1, (DEPENDENCE_HIDDEN, n_parent)) / math.sqrt(max(n_parent, 1))
+    w2 = jax.random.normal(k2, (n_child, DEPENDENCE_HIDDEN)) * math.sqrt(2.0 / DEPENDENCE_HIDDEN)
+    return {"w1": w1, "w2": strength * w2, "a": _offset(ka, n_child, strength)}
+
+
+def _mlp_apply(params, parent, noise):
+    hidden = jnp.tanh(parent @ params["w1"].T)
+    return noise + hidden @ params["w2"].T + params["a"]
+
+
+DEPENDENCES: dict[str, Dependence] = {
+    "linear": Dependence(_linear_init, _linear_apply),
+    "mlp": Dependence(_mlp_init, _mlp_apply),
+}
+"""``simulation.causal`` -> its :class:`Dependence`: ``"linear"``, the paper's ``s = s0 + B c
++ a`` with ``B = strength * N(0, 1)`` entries and ``a ~ N(0, I)``; ``"mlp"``, ``s = s0 +
+strength * W2 tanh(W1 c) + a`` with random Gaussian weights (a nonlinear dependence)."""
 
 
 @struct.dataclass
 class LatentParams:
     """Per-simulation parameters of the latent distribution.
 
-    Each ``factor_*`` is a square matrix ``L`` with covariance ``L @ L.T``: the identity for
-    independent blocks, a Wishart(df = size, scale = I) factor under statistical dependence.
-    A discrete block ignores its factors, and a discrete style ignores B and a: configs that
-    would set them are rejected by :class:`jaxmmcl.config.RunConfig`.
-
     Attributes:
-      factor_c: ``(n_c, n_c)``.
-      factor_s: ``(n_s, n_s)``, for the exogenous style noise s0 and the perturbation eps.
-      factor_m1, factor_m2: ``(n_m, n_m)``.
-      b: ``(n_s, n_c)``, the causal content-to-style map, already scaled by causal_strength.
-      a: ``(n_s,)``, the style offset (zero when causal_strength is 0).
-      p_change: scalar, probability of perturbing each style component.
-      discrete: static, ``simulation.discrete`` (``"none"``, ``"c"``, ``"s"`` or ``"m"``).
+      covariance: base factor name -> its ``(size, size)`` covariance factor ``L``
+        (covariance ``L @ L.T``): the identity for independent factors, a Wishart factor under
+        statistical dependence. A discrete factor ignores its own.
+      causal: child factor name -> its dependence's parameters (already scaled by
+        ``causal_strength``).
+      p_change: scalar, probability of perturbing each component of a copy.
+      structure: static, the factors and views.
       n_classes: static, classes per discrete component.
+      dependence: static, the ``simulation.causal`` name.
     """
 
-    factor_c: jnp.ndarray
-    factor_s: jnp.ndarray
-    factor_m1: jnp.ndarray
-    factor_m2: jnp.ndarray
-    b: jnp.ndarray
-    a: jnp.ndarray
+    covariance: dict[str, jnp.ndarray]
+    causal: dict[str, Any]
     p_change: jnp.ndarray
-    discrete: str = struct.field(pytree_node=False)
+    structure: Structure = struct.field(pytree_node=False)
     n_classes: int = struct.field(pytree_node=False)
-
-
-@struct.dataclass
-class Latents:
-    """A batch of latents; every field has leading axis n (samples)."""
-
-    c: jnp.ndarray
-    s: jnp.ndarray
-    s_tilde: jnp.ndarray
-    m1: jnp.ndarray
-    m2: jnp.ndarray
-
-    @property
-    def z1(self) -> jnp.ndarray:
-        """Modality 1's latent (c, s, m1), shape ``(n, n_c + n_s + n_m)``."""
-        return jnp.concatenate([self.c, self.s, self.m1], axis=-1)
-
-    @property
-    def z2(self) -> jnp.ndarray:
-        """Modality 2's latent (c, s_tilde, m2), shape ``(n, n_c + n_s + n_m)``."""
-        return jnp.concatenate([self.c, self.s_tilde, self.m2], axis=-1)
+    dependence: str = struct.field(pytree_node=False)
 
 
 def _covariance_factor(key: jax.Array, size: int, statistical: jnp.ndarray) -> jnp.ndarray:
@@ -108,26 +148,30 @@ def init_latent_params(key: jax.Array, sim: SimulationConfig, hyper: HyperArrays
 
     Args:
       key: the simulation's key.
-      sim: block sizes.
+      sim: the simulation config (its structure, dependence and classes).
       hyper: one run's hyperparameters (scalars): ``statistical``, ``causal_strength``,
         ``p_change`` are used.
     """
-    k_cov, kb, ka = jax.random.split(key, 3)
-    causal = hyper.causal_strength != 0
-    # One draw per block size, shared by the blocks of that size (module docstring).
-    factor = {
-        n: _covariance_factor(k_cov, n, hyper.statistical) for n in {sim.n_c, sim.n_s, sim.n_m}
-    }
+    structure = structure_of(sim)
+    k_cov, k_weights, k_offset = jax.random.split(key, 3)
+    base = [f for f in structure.factors if f.copy_of is None]
+    # One draw per factor size, shared by the factors of that size (module docstring).
+    factor = {n: _covariance_factor(k_cov, n, hyper.statistical) for n in {f.size for f in base}}
+    dependence = DEPENDENCES[sim.causal]
+    causal = {}
+    for i, (parent, child) in enumerate(structure.causal):
+        keys = (k_weights, k_offset)
+        if i:
+            keys = tuple(jax.random.fold_in(k, i) for k in keys)
+        sizes = (structure.factor(parent).size, structure.factor(child).size)
+        causal[child] = dependence.init(keys, *sizes, hyper.causal_strength)
     return LatentParams(
-        factor_c=factor[sim.n_c],
-        factor_s=factor[sim.n_s],
-        factor_m1=factor[sim.n_m],
-        factor_m2=factor[sim.n_m],
-        b=hyper.causal_strength * jax.random.normal(kb, (sim.n_s, sim.n_c)),
-        a=jnp.where(causal, jax.random.normal(ka, (sim.n_s,)), 0.0),
+        covariance={f.name: factor[f.size] for f in base},
+        causal=causal,
         p_change=hyper.p_change,
-        discrete=sim.discrete,
+        structure=structure,
         n_classes=sim.n_classes,
+        dependence=sim.causal,
     )
 
 
@@ -135,7 +179,7 @@ def code_classes(labels: jnp.ndarray, n_classes: int) -> jnp.ndarray:
     """Standardised float32 code ``(i - (k - 1) / 2) / sqrt((k^2 - 1) / 12)`` of class indices.
 
     A uniform class index has mean (k - 1) / 2 and variance (k^2 - 1) / 12, so the code has
-    zero mean and unit variance, like the continuous blocks. Same shape as ``labels``.
+    zero mean and unit variance, like the continuous factors. Same shape as ``labels``.
     """
     half = (n_classes - 1) / 2
     return (labels.astype(jnp.float32) - half) / math.sqrt((n_classes**2 - 1) / 12)
@@ -147,49 +191,52 @@ def decode_classes(values: jnp.ndarray, n_classes: int) -> jnp.ndarray:
     return jnp.round(values * math.sqrt((n_classes**2 - 1) / 12) + half).astype(jnp.int32)
 
 
-def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
-    """Draws ``n`` independent samples of (c, s, s_tilde, m1, m2).
+def key_slots(structure: Structure) -> int:
+    """Keys a sample splits into: one per base factor, two per copy (module docstring)."""
+    return sum(1 if f.copy_of is None else 2 for f in structure.factors)
 
-    ``c ~ N(0, Lc Lc^T)``, ``s = s0 + B c + a`` with ``s0 ~ N(0, Ls Ls^T)``,
-    ``s_tilde = s + mask * eps`` with ``mask ~ Bernoulli(p_change)`` per component and
-    ``eps ~ N(0, Ls Ls^T)``, ``m_i ~ N(0, Lm_i Lm_i^T)``. The discrete block, if any, holds
-    coded uniform classes instead (see the module docstring).
+
+def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
+    """Draws ``n`` independent samples of every factor (module docstring).
 
     Returns:
-      Latents with fields of shape ``(n, n_c)``, ``(n, n_s)`` (s, s_tilde), ``(n, n_m)``.
+      Factor name -> ``(n, size)`` float32 values (discrete factors as coded classes).
     """
-    kc, ks, ke, km, k1, k2 = jax.random.split(key, 6)
-    k = params.n_classes
+    structure, k = params.structure, params.n_classes
+    keys = iter(jax.random.split(key, key_slots(structure)))
+    parents = {child: parent for parent, child in structure.causal}
+    labels: dict[str, jnp.ndarray] = {}
+    out: Latents = {}
+    for f in structure.factors:
+        if f.copy_of is None:
+            draw_key = next(keys)
+            if f.discrete:
+                labels[f.name] = jax.random.randint(draw_key, (n, f.size), 0, k)
+                out[f.name] = code_classes(labels[f.name], k)
+                continue
+            noise = jax.random.normal(draw_key, (n, f.size)) @ params.covariance[f.name].T
+            if f.name in parents:
+                dependence = DEPENDENCES[params.dependence]
+                noise = dependence.apply(params.causal[f.name], out[parents[f.name]], noise)
+            out[f.name] = noise
+            continue
+        noise_key, mask_key = next(keys), next(keys)
+        mask = jax.random.bernoulli(mask_key, params.p_change, (n, f.size))
+        if f.discrete:
+            base = labels[f.copy_of]
+            # A shift in {1, ..., k - 1} modulo k picks one of the other classes uniformly.
+            other = (base + jax.random.randint(noise_key, base.shape, 1, k)) % k
+            out[f.name] = code_classes(jnp.where(mask, other, base), k)
+        else:
+            eps = jax.random.normal(noise_key, (n, f.size)) @ params.covariance[f.copy_of].T
+            out[f.name] = out[f.copy_of] + mask * eps
+    return out
 
-    def gaussian(key, factor):
-        return jax.random.normal(key, (n, factor.shape[0])) @ factor.T
 
-    def labels(key, factor):
-        return jax.random.randint(key, (n, factor.shape[0]), 0, k)
-
-    def block(key, factor, discrete):
-        return code_classes(labels(key, factor), k) if discrete else gaussian(key, factor)
-
-    c = block(kc, params.factor_c, params.discrete == "c")
-    mask = jax.random.bernoulli(km, params.p_change, (n, params.factor_s.shape[0]))
-    if params.discrete == "s":
-        s_labels = labels(ks, params.factor_s)
-        # A shift in {1, ..., k - 1} modulo k picks one of the other classes uniformly.
-        other = (s_labels + jax.random.randint(ke, s_labels.shape, 1, k)) % k
-        s = code_classes(s_labels, k)
-        s_tilde = code_classes(jnp.where(mask, other, s_labels), k)
-    else:
-        s = gaussian(ks, params.factor_s) + c @ params.b.T + params.a
-        s_tilde = s + mask * gaussian(ke, params.factor_s)
-    return Latents(
-        c=c,
-        s=s,
-        s_tilde=s_tilde,
-        m1=block(k1, params.factor_m1, params.discrete == "m"),
-        m2=block(k2, params.factor_m2, params.discrete == "m"),
-    )
-
-
-def block_sizes(sim: SimulationConfig) -> dict[str, int]:
-    """Sizes of the ground-truth blocks, in :data:`BLOCKS` order."""
-    return {"c": sim.n_c, "s": sim.n_s, "s_tilde": sim.n_s, "m1": sim.n_m, "m2": sim.n_m}
+def view_latents(latents: Latents, structure: Structure, view: int) -> jnp.ndarray:
+    """What view ``view``'s mechanism takes: its inputs concatenated, ``(n, view_dim)``."""
+    parts = []
+    for name, components in structure.views[view].inputs:
+        value = latents[name]
+        parts.append(value if components is None else value[:, list(components)])
+    return jnp.concatenate(parts, axis=-1)

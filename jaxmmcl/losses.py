@@ -1,4 +1,6 @@
-"""The symmetrised InfoNCE loss with negative squared Euclidean distance as similarity.
+"""Contrastive losses of K views: the registry :data:`LOSSES` (``train.loss``).
+
+The paper's symmetrised InfoNCE uses the negative squared Euclidean distance as similarity.
 
 Each direction needs, per row i, a log-sum-exp over a row of the ``batch x batch`` distance
 matrix. Computed plainly, that matrix and its gradient are stored (151 MB each at the paper's
@@ -10,9 +12,15 @@ recomputed in the backward pass, with the gradient written out by hand.
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from jaxmmcl.structure import Structure
 
 # Rows per block of :func:`row_logsumexp`: a 256 x 6144 float32 block is 6.3 MB, inside the
 # last-level cache of the CPUs we run on (32 MB).
@@ -130,11 +138,112 @@ row_logsumexp.defvjp(_row_logsumexp_fwd, _row_logsumexp_bwd)
 
 
 def symmetric_info_nce(
-    h1: jnp.ndarray,
-    h2: jnp.ndarray,
-    h1_neg: jnp.ndarray,
-    h2_neg: jnp.ndarray,
-    temperature: jnp.ndarray,
+    hs: Sequence[jnp.ndarray], negs: Sequence[jnp.ndarray], temperature: jnp.ndarray
 ) -> jnp.ndarray:
-    """``(L12 + L21) / 2``: L21 swaps the modalities and takes negatives from ``h2_neg``."""
-    return 0.5 * (info_nce(h1, h2, h1_neg, temperature) + info_nce(h2, h1, h2_neg, temperature))
+    """The paper's symmetrised InfoNCE, over every pair of views.
+
+    For views i != j, ``L_ij = info_nce(h_i, h_j, neg_i)``: view i's encodings, their positives
+    in view j, negatives from an independent batch through view i's encoder. The loss is the
+    mean of ``L_ij`` over the ordered pairs: with two views ``(L12 + L21) / 2``.
+
+    Args:
+      hs: one ``(n, k)`` encoding array per view (the positive pairs).
+      negs: one ``(n, k)`` array per view: an independent batch, encoded.
+      temperature: tau > 0 (a scalar).
+    """
+    pairs = [
+        info_nce(hs[i], hs[j], negs[i], temperature) + info_nce(hs[j], hs[i], negs[j], temperature)
+        for i, j in itertools.combinations(range(len(hs)), 2)
+    ]
+    return functools.reduce(jnp.add, pairs) * (0.5 / len(pairs))
+
+
+def nt_xent(h1: jnp.ndarray, h2: jnp.ndarray, temperature: jnp.ndarray) -> jnp.ndarray:
+    """Symmetrised NT-Xent (SimCLR) of two views: cosine similarities of all ``2n`` encodings.
+
+    For each of the ``2n`` encodings (``h1`` rows, then ``h2`` rows, both ``(n, k)``) the
+    positive is its pair in the other view and the negatives are the other ``2n - 2``
+    encodings of both views; the loss is the mean over all ``2n`` anchors of the
+    cross-entropy of the positive among them, similarities divided by ``temperature``.
+
+    Returns:
+      A scalar.
+    """
+    z = jnp.concatenate([h1, h2])
+    z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
+    sim = (z @ z.T) / temperature
+    n2 = z.shape[0]
+    sim = jnp.where(jnp.eye(n2, dtype=bool), -jnp.inf, sim)
+    positive = (jnp.arange(n2) + n2 // 2) % n2
+    return jnp.mean(jax.nn.logsumexp(sim, axis=1) - sim[jnp.arange(n2), positive])
+
+
+def pairwise_nt_xent(
+    hs: Sequence[jnp.ndarray], negs: Sequence[jnp.ndarray], temperature: jnp.ndarray
+) -> jnp.ndarray:
+    """:func:`nt_xent` averaged over every pair of views; negatives come from the batch itself
+    (``negs`` is not used)."""
+    del negs
+    pairs = [
+        nt_xent(hs[i], hs[j], temperature) for i, j in itertools.combinations(range(len(hs)), 2)
+    ]
+    return functools.reduce(jnp.add, pairs) * (1.0 / len(pairs))
+
+
+def subsets_info_nce(
+    hs: Sequence[jnp.ndarray],
+    negs: Sequence[jnp.ndarray],
+    temperature: jnp.ndarray,
+    structure: Structure,
+) -> jnp.ndarray:
+    """Multiview-crl's contrastive loss over subsets of views (Yao et al., ICLR 2024).
+
+    For every subset S of at least two views that shares content
+    (:meth:`jaxmmcl.structure.Structure.subsets`), each view's encoding is cut to the
+    dimensions at the positions of S's content in that view's inputs (their "known content
+    indices", so an encoding has its view's size). With those cuts ``z_k`` (positives) and
+    ``z3_k`` (an independent batch), ``pos_a = sum_k ||z_k,a - z_k+1,a||^2`` over consecutive
+    views of S and ``neg_ab = sum_k ||z_k,a - z3_k,b||^2``, the subset's loss is
+    ``mean_a [pos_a / tau + logmeanexp_b(-[neg_a1 .. neg_an, pos_a] / tau)]``, their
+    ``LpSimCLRLoss`` with p = 2; the loss is the sum over subsets.
+    """
+    total = []
+    for subset in structure.subsets():
+        z = [hs[v][:, list(structure.content_dims(subset, v))] for v in subset]
+        z3 = [negs[v][:, list(structure.content_dims(subset, v))] for v in subset]
+        neg = functools.reduce(
+            jnp.add, [pairwise_sq_dists(a, b) for a, b in zip(z, z3, strict=True)]
+        )
+        pos = functools.reduce(
+            jnp.add, [jnp.sum((a - b) ** 2, axis=-1) for a, b in itertools.pairwise(z)]
+        )
+        log_sum_exp = jnp.logaddexp(
+            jax.nn.logsumexp(-neg / temperature, axis=1), -pos / temperature
+        )
+        total.append(jnp.mean(pos / temperature + log_sum_exp - jnp.log(neg.shape[1] + 1)))
+    return functools.reduce(jnp.add, total)
+
+
+class Loss(NamedTuple):
+    """A contrastive loss of K views' encodings.
+
+    Attributes:
+      apply: ``(hs, negs, temperature, structure) -> scalar``: ``hs`` one ``(n, k_v)``
+        encoding array per view (rows are positive tuples), ``negs`` the same for an
+        independent batch, ``temperature`` the traced ``train.temperature``.
+      needs_view_sized_encodings: the loss indexes encodings by positions of the view's
+        inputs, so every encoding must have its view's dimension.
+    """
+
+    apply: Callable[..., jnp.ndarray]
+    needs_view_sized_encodings: bool = False
+
+
+LOSSES: dict[str, Loss] = {
+    "infonce": Loss(lambda hs, negs, t, structure: symmetric_info_nce(hs, negs, t)),
+    "ntxent": Loss(lambda hs, negs, t, structure: pairwise_nt_xent(hs, negs, t)),
+    "subsets": Loss(subsets_info_nce, needs_view_sized_encodings=True),
+}
+"""``train.loss`` -> its :class:`Loss`: ``"infonce"`` (the paper's, negative squared Euclidean
+distances, over pairs of views), ``"ntxent"`` (SimCLR's cosine similarities, as the image/text
+experiment), ``"subsets"`` (multiview-crl's, over subsets of views on their content)."""

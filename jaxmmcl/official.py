@@ -34,6 +34,7 @@ import numpy as np
 from jaxmmcl.config import ConfigError, HyperArrays, SimulationConfig
 from jaxmmcl.latents import LatentParams
 from jaxmmcl.simulation import Simulation
+from jaxmmcl.structure import structure_of
 
 POOL = 25_000
 POOL_QUANTILE = 0.001
@@ -147,10 +148,12 @@ def official_simulation(
       A :class:`~jaxmmcl.simulation.Simulation` of NumPy float32 arrays (one run, unstacked).
     """
     seed = int(seed)
+    structure = structure_of(sim)
     factor = {n: _covariance_factor(seed, n, statistical) for n in {sim.n_c, sim.n_s, sim.n_m}}
     rng = np.random.RandomState(seed)
-    f1 = invertible_mlp_weights(rng, sim.dim, sim.mixing_layers)
-    f2 = invertible_mlp_weights(rng, sim.dim, sim.mixing_layers)
+    dim = structure.view_dim(0)
+    f1 = invertible_mlp_weights(rng, dim, sim.mixing_layers)
+    f2 = invertible_mlp_weights(rng, dim, sim.mixing_layers)
     if causal_strength != 0:
         b, a = causal if causal is not None else causal_draws([seed], sim.n_s, sim.n_c)[seed]
         b = np.float32(causal_strength) * b
@@ -158,17 +161,14 @@ def official_simulation(
         b = np.zeros((sim.n_s, sim.n_c), np.float32)
         a = np.zeros((sim.n_s,), np.float32)
     latents = LatentParams(
-        factor_c=factor[sim.n_c],
-        factor_s=factor[sim.n_s],
-        factor_m1=factor[sim.n_m],
-        factor_m2=factor[sim.n_m],
-        b=b,
-        a=a,
+        covariance={f.name: factor[f.size] for f in structure.factors if f.copy_of is None},
+        causal={"s": {"b": b, "a": a}},
         p_change=np.float32(p_change),
-        discrete=sim.discrete,
+        structure=structure,
         n_classes=sim.n_classes,
+        dependence=sim.causal,
     )
-    return Simulation(latents, f1, f1 if sim.shared_mixing else f2)
+    return Simulation(latents, (f1, f1 if sim.shared_mixing else f2))
 
 
 def official_simulations(seeds, hypers: HyperArrays, sim: SimulationConfig) -> Simulation:

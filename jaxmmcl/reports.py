@@ -39,55 +39,45 @@ from __future__ import annotations
 import collections
 import csv
 import glob
-import io
 import math
-import os
 import re
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxmmcl.config import ConfigError
-from jaxmmcl.training import STATUSES
+from jaxmmcl.errors import ConfigError
+from jaxmmcl.results import (
+    FIXED_COLUMNS,
+    KEY_COLUMNS,
+    load_results,
+    read_rows,
+    read_yaml,
+    save_png,
+    write_atomic,
+)
+from jaxmmcl.structure import ROLES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FIXED_COLUMNS = ("run", "group", "seed")
-SCORE_COLUMNS = (
-    "encoder",
-    "factor",
-    "r2_linear",
-    "r2_nonlinear",
-    "acc_linear",
-    "acc_nonlinear",
-    "val_loss",
-    "loss",
-    "status",
-)
 # Scores with one value per run x encoder x factor, and scores with one value per run (repeated
 # on every row of the run).
-FACTOR_SCORES = ("r2_nonlinear", "r2_linear", "acc_linear", "acc_nonlinear")
+FACTOR_SCORES = ("r2_nonlinear", "r2_linear", "acc_linear", "acc_nonlinear", "mcc")
 RUN_SCORES = ("val_loss", "loss")
 # Factor names as seen from each encoding's own modality, in display order.
-OWN_FACTORS = ("c", "c_perm", "s", "m")
-ENCODERS = ("h1", "h2")
+OWN_FACTORS = ROLES
 REPORT_KINDS = ("table", "lines", "heatmap")
-# Which block each encoding's "style" and "modality-specific" columns refer to: its own
-# modality's (h1 sees s and m1, h2 sees s_tilde and m2).
-_OWN_BLOCK = {"s": {"h1": "s", "h2": "s_tilde"}, "m": {"h1": "m1", "h2": "m2"}}
-_OWN_NAME = {(e, block): own for own, blocks in _OWN_BLOCK.items() for e, block in blocks.items()}
 # results.csv columns that are not run parameters (the rest are axes and the keys they vary).
-_NOT_PARAMS = {*FIXED_COLUMNS, "encoder", "factor", "status", *FACTOR_SCORES, *RUN_SCORES}
+_NOT_PARAMS = {*FIXED_COLUMNS, *KEY_COLUMNS, "status", *FACTOR_SCORES, *RUN_SCORES}
 SCORE_LABELS = {
     "r2_nonlinear": "nonlinear R²",
     "r2_linear": "linear R²",
     "acc_linear": "linear accuracy",
     "acc_nonlinear": "nonlinear accuracy",
+    "mcc": "MCC",
     "val_loss": "validation loss",
     "loss": "final training loss",
 }
@@ -115,92 +105,6 @@ for _keys in _KIND_KEYS.values():
     _keys |= {"title": None, "name": None}
 
 
-def _replace_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Calls ``write`` on a temporary file in ``path``'s folder, then renames it to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    # Mode 0o666 lets the umask set the permissions, as for any new file (tempfile.mkstemp
-    # would leave the result readable by its owner only).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Writes ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a
-    rename."""
-    _replace_atomic(path, lambda f: f.write(text.encode()))
-
-
-def save_png(figure: Figure, path: str | Path) -> None:
-    """Writes a matplotlib figure as a PNG, atomically like :func:`write_atomic`."""
-    _replace_atomic(path, lambda f: figure.savefig(f, format="png"))
-
-
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Writes rows as CSV with the given column order, atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
-
-
-def _parse(value: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return {"True": True, "False": False}.get(value, value)
-
-
-_REQUIRED_COLUMNS = ("run", "group", "seed", "encoder", "factor", "status")
-
-
-def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a ``results.csv`` (or the folder holding it) into a list of typed rows.
-
-    Raises:
-      ConfigError: naming the file (and line) when it is missing, lacks a column the runner
-        writes, holds no rows, or holds a row that is cut short or has an unknown status (a
-        file truncated by a crash or an edit).
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.csv"
-    return _read_rows(path, _REQUIRED_COLUMNS)
-
-
-def _read_rows(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
-    """The typed rows of a CSV the runner wrote, checked as :func:`load_results` says."""
-    where = repr(str(path))
-    if not path.is_file():
-        raise ConfigError(f"{where}: no such file")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ConfigError(f"{where}: not a file of results (no column {missing[0]})")
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            if None in row or any(v is None for v in row.values()):
-                raise ConfigError(f"{where}, line {line}: cut short or too long (a damaged file)")
-            if "status" in row and row["status"] not in STATUSES:
-                raise ConfigError(f"{where}, line {line}: unknown status {row['status']!r}")
-            rows.append({k: _parse(v) for k, v in row.items()})
-    if not rows:
-        raise ConfigError(f"{where}: no results (only a header)")
-    return rows
-
-
 def _mean_std(values: Iterable[float]) -> str:
     values = np.asarray(list(values), dtype=float)
     if values.size == 0:
@@ -226,7 +130,7 @@ def table_cells(
     for r in rows:
         for block in ("c", "s", "m"):
             per_seed.setdefault((r[row_axis], r[column_axis], block), {})
-            if _own_factor(r["encoder"], r["factor"]) != block:
+            if _own_factor(r) != block:
                 continue
             value = _number(r[score]) if r["status"] == "ok" else math.nan
             # An ok run without the score (an accuracy of a continuous block) adds nothing;
@@ -441,11 +345,17 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _own_factor(encoder: str, factor: str) -> str | None:
-    """The own-modality name of a scored block (``None``: the other modality's block)."""
-    if factor in ("c", "c_perm"):
-        return factor
-    return _OWN_NAME.get((encoder, factor))
+def _own_factor(row: Mapping[str, Any]) -> str | None:
+    """The role of a row's factor for its encoding's view (``None``: the view does not observe
+    it, or a per-latent row)."""
+    if row.get("latent", "") != "":
+        return None
+    return row.get("role") or None
+
+
+def _encoders(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The encodings of ``rows``, in order of first appearance."""
+    return list(dict.fromkeys(r["encoder"] for r in rows))
 
 
 def _matches(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
@@ -488,7 +398,7 @@ def _gather(
             continue
         key = tuple(r[k] for k in keys)
         if score in FACTOR_SCORES:
-            own = _own_factor(r["encoder"], r["factor"])
+            own = _own_factor(r)
             if own not in factors:
                 continue
             key += (r["encoder"], own)
@@ -615,9 +525,7 @@ def cell_legend(rows: Sequence[dict[str, Any]], column_axis: str) -> str:
         parts = []
         for block, name in (("c", "content"), ("s", "style"), ("m", "modality-specific")):
             pairs = dict.fromkeys(
-                (r["encoder"], r["factor"])
-                for r in mine
-                if _own_factor(r["encoder"], r["factor"]) == block
+                (r["encoder"], r["factor"]) for r in mine if _own_factor(r) == block
             )
             if pairs:
                 scored = " and ".join(f"{e} on {f}" for e, f in pairs)
@@ -645,7 +553,7 @@ def _lines_section(
     short = x.rsplit(".", 1)[-1] + (f"-by-{hue.rsplit('.', 1)[-1]}" if hue else "")
     short += "" if score == "r2_nonlinear" else f"-{score}"
     ok = [r for r in rows if r["status"] == "ok" and _matches(r, entry["where"])]
-    present = {_own_factor(r["encoder"], r["factor"]) for r in ok}
+    present = {_own_factor(r) for r in ok}
     factors = entry.get("factors") or [f for f in OWN_FACTORS if f in present]
     keys = [hue, x] if hue else [x]
     cells = _gather(ok, score, keys, factors)
@@ -655,7 +563,7 @@ def _lines_section(
     hue_values = _ordered(k[0] for k in cells) if hue else [None]
     if per_factor:
         scored = {k[len(keys) :] for k in cells}
-        columns = [(e, f) for e in ENCODERS for f in factors if (e, f) in scored]
+        columns = [(e, f) for e in _encoders(ok) for f in factors if (e, f) in scored]
     else:
         columns = [(None, None)]
 
@@ -717,7 +625,7 @@ def _heatmap_section(
         return _Section(title, f"Skipped: no finite {score} values in the selected ok runs.")
     x_values = _ordered(k[1] for k in cells)
     y_values = _ordered(k[0] for k in cells)
-    encoders = [e for e in ENCODERS if any(k[2] == e for k in cells)] if per_factor else [None]
+    encoders = [e for e in _encoders(ok) if any(k[2] == e for k in cells)] if per_factor else [None]
     tail = {e: ((e, factor) if per_factor else ()) for e in encoders}
     stats = {
         e: [
@@ -743,7 +651,9 @@ def _heatmap_section(
     )
     tables = []
     for e in encoders:
-        block = _OWN_BLOCK[factor][e] if factor in _OWN_BLOCK else factor
+        block = next(
+            (r["factor"] for r in ok if r["encoder"] == e and _own_factor(r) == factor), factor
+        )
         heading = f"{e}, factor {factor} (block {block}):\n\n" if per_factor else ""
         body = [
             [yv] + [_cell(s, _digits(score)) for s in line]
@@ -794,7 +704,7 @@ def _losses_section(
         return _Section(title, "Skipped: no losses.csv in this folder.")
     runs = {r["run"] for r in rows}
     curves: dict[Any, tuple[list[float], list[float]]] = {}
-    for r in _read_rows(losses_path, ("run", "step", "loss")):
+    for r in read_rows(losses_path, ("run", "step", "loss")):
         if r["run"] in runs:
             steps, values = curves.setdefault(r["run"], ([], []))
             steps.append(_number(r["step"]))
@@ -839,8 +749,6 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     Raises:
       ConfigError: a missing results.csv or config.yaml, or an invalid report section.
     """
-    from jaxmmcl.sweeps import read_yaml
-
     folder = Path(folder)
     results = folder / "results.csv"
     if not results.is_file():
@@ -922,6 +830,24 @@ def _left_out(rows: Sequence[dict[str, Any]]) -> str:
     return f"{len(status)} run{'s' if len(status) != 1 else ''} ({detail})"
 
 
+def _own_note(rows: Sequence[dict[str, Any]]) -> str:
+    """``"; h1 is scored on s and m1, h2 on s_tilde and m2"``: the factors whose names differ
+    from their role, per encoding."""
+    own: dict[str, list[str]] = {}
+    for r in rows:
+        role = _own_factor(r)
+        if role and role != r["factor"] and r["factor"] not in own.setdefault(r["encoder"], []):
+            own[r["encoder"]].append(r["factor"])
+    parts = [f"{e} on {' and '.join(f)}" for e, f in own.items() if f]
+    return (
+        "; "
+        + ", ".join(parts[:1]).replace(" on ", " is scored on ", 1)
+        + "".join(f", {p}" for p in parts[1:])
+        if parts
+        else ""
+    )
+
+
 def _summary(rows: Sequence[dict[str, Any]], params: Sequence[str]) -> str:
     """One paragraph: runs, seeds, groups, the runs left out, how to read the scores."""
     runs = {r["run"]: r for r in rows}
@@ -930,9 +856,10 @@ def _summary(rows: Sequence[dict[str, Any]], params: Sequence[str]) -> str:
     text = (
         f"{len(runs)} runs ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: "
         f"{', '.join(map(_fmt, seeds))}) in {len(groups)} compiled group(s). "
-        "Scores are per encoding: h1 encodes modality 1, h2 modality 2; factor names are each "
-        "encoding's own-modality blocks (c: content, s: style, m: modality-specific; h1 is "
-        "scored on s and m1, h2 on s_tilde and m2)."
+        "Scores are per encoding: hk encodes view k; tables and figures name each encoding's "
+        "own factors by their role (c: content, s: style, m: modality-specific"
+        + _own_note(rows)
+        + ")."
     )
     not_ok = [r for r in runs.values() if r["status"] != "ok"]
     if not_ok:

@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,16 +48,10 @@ from jaxmmcl.distributed import (
     runs_mesh,
     to_host,
 )
-from jaxmmcl.evaluation.protocol import ENCODERS, EvalResult, evaluate_grid
+from jaxmmcl.evaluation.protocol import EvalResult, evaluate_grid, factors, readouts
 from jaxmmcl.precision import check_supported
-from jaxmmcl.reports import (
-    FIXED_COLUMNS,
-    SCORE_COLUMNS,
-    load_results,
-    write_atomic,
-    write_csv,
-    write_report,
-)
+from jaxmmcl.reports import write_report
+from jaxmmcl.results import load_results, result_columns, write_atomic, write_csv
 from jaxmmcl.sweeps import Run, Sweep
 from jaxmmcl.training import GridResult, memory_per_run, step_flops, train_grid
 
@@ -120,7 +115,7 @@ def plan_sweep(sweep: Sweep, mesh: Mesh, max_runs: int | None = None) -> list[Pr
         if need > budget:
             raise ConfigError(
                 f"train.batch_size={static.train.batch_size}, model.widths="
-                f"{list(static.widths)}: one run needs about {_bytes(need)}, more than "
+                f"{list(static.widths())}: one run needs about {_bytes(need)}, more than "
                 f"{MEMORY_FRACTION:.0%} of a device's {_bytes(memory)}; lower them"
             )
         per_device = max(1, int(budget // need))
@@ -153,8 +148,8 @@ def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
         sim = static.simulation
         summary = (
             f"n=({sim.n_c},{sim.n_s},{sim.n_m}) {sim.mixing}x{sim.mixing_layers}"
-            f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths)}"
-            f" enc={static.encoding_size}{' shared-g' if static.model.shared_encoder else ''}"
+            f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths())}"
+            f" enc={static.encoding_size()}{' shared-g' if static.model.shared_encoder else ''}"
             f" batch={static.train.batch_size} steps={static.train.steps}"
         )
         lines.append(
@@ -171,8 +166,8 @@ def _eval_flops(static: StaticConfig) -> float:
     if static.eval.nonlinear != "kernel_ridge":
         return 0.0
     n = static.eval.n_fit
-    blocks = 5
-    return len(ENCODERS) * (48 * (2 * n / 3) ** 3 / 3 + blocks * n**3 / 3)
+    blocks = len(factors(static))
+    return len(readouts(static)) * (48 * (2 * n / 3) ** 3 / 3 + blocks * n**3 / 3)
 
 
 def _bytes(n: float) -> str:
@@ -183,43 +178,61 @@ def _bytes(n: float) -> str:
     raise AssertionError
 
 
+def factor_roles(static: StaticConfig, factors: Sequence[str]) -> dict[tuple[int, str], str]:
+    """``(view, factor) -> role`` of every scored factor a view observes (the ``role`` column;
+    a permuted content factor has its content's role with ``_perm``)."""
+    structure = static.structure
+    roles = {}
+    for v in range(structure.n_views):
+        for name in factors:
+            base = name.removesuffix("_perm")
+            if structure.observes(v, base):
+                role = structure.factor(base).role
+                roles[v, name] = role + ("_perm" if name != base else "")
+    return roles
+
+
 def group_rows(
     sweep: Sweep,
     group: int,
+    static: StaticConfig,
     runs: list[Run] | tuple[Run, ...],
     trained: GridResult,
     scores: EvalResult,
 ) -> list[dict[str, Any]]:
-    """Result rows of one program: one per run x encoder x factor."""
+    """Result rows of one program: one per run x readout x factor, then (with
+    ``eval.per_latent``) one per run x readout x factor component."""
     rows = []
     status = trained.status
+    roles = factor_roles(static, scores.factors)
+    sizes = [static.structure.factor(f.removesuffix("_perm")).size for f in scores.factors]
+    block = {c: v for c, v in scores.scores.items() if "@" not in c}
+    latent = {c.split("@")[0]: v for c, v in scores.scores.items() if c.endswith("@latent")}
     for i, run in enumerate(runs):
         flat = run.config.flat()
         params = {col: run.params.get(col, flat.get(col)) for col in sweep.param_columns}
         diverged = bool(trained.diverged[i])
+        shared = {
+            "val_loss": math.nan if diverged else float(scores.val_loss[i]),
+            "loss": float(trained.final_loss[i]),
+            "status": str(status[i]),
+        }
 
-        def score(values, e, f, i=i, diverged=diverged):
-            return math.nan if diverged else float(values[i, e, f])
+        def value(array, *index, i=i, diverged=diverged):
+            return math.nan if diverged else float(array[(i, *index)])
 
-        for e, encoder in enumerate(ENCODERS):
+        for r, readout in enumerate(scores.readouts):
+            head = {"run": run.index, "group": group, "seed": run.config.seed, **params}
+            head |= {"encoder": readout.encoder, "subset": readout.subset or ""}
+            column = 0
             for f, factor in enumerate(scores.factors):
-                rows.append(
-                    {
-                        "run": run.index,
-                        "group": group,
-                        "seed": run.config.seed,
-                        **params,
-                        "encoder": encoder,
-                        "factor": factor,
-                        "r2_linear": score(scores.r2_linear, e, f),
-                        "r2_nonlinear": score(scores.r2_nonlinear, e, f),
-                        "acc_linear": score(scores.acc_linear, e, f),
-                        "acc_nonlinear": score(scores.acc_nonlinear, e, f),
-                        "val_loss": math.nan if diverged else float(scores.val_loss[i]),
-                        "loss": float(trained.final_loss[i]),
-                        "status": str(status[i]),
-                    }
-                )
+                key = head | {"factor": factor, "role": roles.get((readout.view, factor), "")}
+                rows.append(key | {c: value(v, r, f) for c, v in block.items()} | shared)
+                for component in range(sizes[f]):
+                    if latent:
+                        scored = {c: value(v, r, column + component) for c, v in latent.items()}
+                        rows.append(key | {"latent": component} | scored | shared)
+                column += sizes[f]
     return rows
 
 
@@ -241,14 +254,11 @@ def evaluate_program(
     # Every process scores per_process runs (padded), so the gather is rectangular.
     mine = pad_runs(mine, per_process)
     scores = evaluate_grid(static, *mine)
-    arrays = {
-        f.name: np.asarray(getattr(scores, f.name))[:per_process]
-        for f in dataclasses.fields(scores)
-        if f.name != "factors"
-    }
-    arrays = to_host(arrays)
-    arrays = {name: np.asarray(value)[:runs] for name, value in arrays.items()}
-    return dataclasses.replace(scores, **arrays)
+    arrays = {name: value[:per_process] for name, value in scores.scores.items()}
+    arrays["val_loss"] = scores.val_loss[:per_process]
+    arrays = {name: np.asarray(value)[:runs] for name, value in to_host(arrays).items()}
+    val_loss = arrays.pop("val_loss")
+    return dataclasses.replace(scores, scores=arrays, val_loss=val_loss)
 
 
 class SweepProgress:
@@ -499,7 +509,7 @@ def _run_program(
         checkpoint.close()
     progress.note("evaluating")
     scores = evaluate_program(static, seeds, hypers, trained)
-    rows = group_rows(sweep, program.group, runs, trained, scores)
+    rows = group_rows(sweep, program.group, static, runs, trained, scores)
     losses = [
         {
             "run": run.index,
@@ -513,11 +523,8 @@ def _run_program(
 
 
 def _write_outputs(sweep: Sweep, out: Path, rows: list[dict], loss_rows: list[dict]) -> None:
-    columns = [*FIXED_COLUMNS, *sweep.param_columns, *SCORE_COLUMNS]
-    if all(math.isnan(r["acc_linear"]) for r in rows):
-        columns = [c for c in columns if c not in ("acc_linear", "acc_nonlinear")]
     rows = sorted(rows, key=lambda r: r["run"])
-    write_csv(out / "results.csv", [{c: r[c] for c in columns} for r in rows], columns)
+    write_csv(out / "results.csv", rows, result_columns(sweep.param_columns, rows))
     write_csv(
         out / "losses.csv", sorted(loss_rows, key=lambda r: r["run"]), ["run", "step", "loss"]
     )

@@ -44,45 +44,9 @@ from jaxmmcl.config import (
     run_config_from_dict,
 )
 from jaxmmcl.reports import validate_report
+from jaxmmcl.results import read_yaml, yaml_error_line
 
 SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes", "report")
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 with ``1e-3`` read as a float (plain YAML 1.1 wants ``1.0e-3``), and a key
-    repeated in one mapping an error (plain YAML keeps the last value without a word)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(text: str):
-    """Parses YAML text with :class:`_Loader`."""
-    return yaml.load(text, Loader=_Loader)
-
-
-def yaml_error_line(where: str, err: yaml.YAMLError) -> str:
-    """One line for a YAML error: ``where``, line and column, and the problem."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    if mark is None:
-        return f"{where}: invalid YAML ({problem})"
-    return f"{where}, line {mark.line + 1}, column {mark.column + 1}: invalid YAML ({problem})"
 
 
 @dataclass(frozen=True)

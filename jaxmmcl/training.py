@@ -43,11 +43,12 @@ from jaxmmcl.distributed import (
     shard_runs,
     to_host,
 )
-from jaxmmcl.encoders import encode, init_encoders
-from jaxmmcl.losses import symmetric_info_nce
+from jaxmmcl.encoders import init_encoders
+from jaxmmcl.keys import run_keys
+from jaxmmcl.objective import batch_loss
 from jaxmmcl.official import official_simulations
 from jaxmmcl.precision import check_supported, matmul_precision
-from jaxmmcl.simulation import Simulation, init_simulation, sample_pairs
+from jaxmmcl.simulation import Simulation, init_simulation
 
 
 @struct.dataclass
@@ -69,12 +70,6 @@ class TrainState:
     step: jnp.ndarray
     diverged: jnp.ndarray
     initial_loss: jnp.ndarray
-
-
-def run_keys(seed: jnp.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The run's (simulation, training, evaluation) keys, all derived from its seed alone."""
-    key = jax.random.key(seed)
-    return tuple(jax.random.fold_in(key, i) for i in range(3))
 
 
 def lr_multiplier(step: jnp.ndarray, train: TrainConfig) -> jnp.ndarray:
@@ -156,22 +151,6 @@ def init_run(
     return simulation, init_state(jnp.asarray(seed), hyper, static)
 
 
-def batch_loss(
-    params: dict,
-    key: jax.Array,
-    simulation: Simulation,
-    hyper: HyperArrays,
-    static: StaticConfig,
-    batch_size: int | None = None,
-) -> jnp.ndarray:
-    """The loss on one fresh batch: ``batch_size`` pairs (default ``train.batch_size``) and as
-    many independent negatives."""
-    n = static.train.batch_size if batch_size is None else batch_size
-    x1, x2, _ = sample_pairs(key, simulation, static.simulation, 2 * n)
-    h1, h2 = encode(params, static, x1, x2)
-    return symmetric_info_nce(h1[:n], h2[:n], h1[n:], h2[n:], hyper.temperature)
-
-
 def train_step(
     state: TrainState, simulation: Simulation, hyper: HyperArrays, static: StaticConfig
 ) -> tuple[TrainState, jnp.ndarray]:
@@ -247,31 +226,43 @@ run_chunk = jax.jit(train_chunk, static_argnums=(3, 4))
 """:func:`train_chunk` of one unbatched run, jitted (``static`` and ``n_steps`` static)."""
 
 
+def _layer_dims(static: StaticConfig, view: int) -> tuple[int, ...]:
+    return (static.view_dim(view), *static.widths(view), static.encoding_size(view))
+
+
 def step_flops(static: StaticConfig) -> float:
     """Matrix-multiply FLOPs of one training step of one run (forward and backward).
 
-    Counts the encoder layers (2 FLOPs per multiply-add, backward = 2 x forward) on the 4
-    batches of ``batch_size`` rows each step sees; the mixing and the loss are negligible.
+    Counts the encoder layers (2 FLOPs per multiply-add, backward = 2 x forward) on the 2
+    batches of ``batch_size`` rows (positives and negatives) each view's encoder sees; the
+    mixing and the loss are negligible.
     """
-    dims = (static.simulation.dim, *static.widths, static.encoding_size)
-    macs = sum(a * b for a, b in itertools.pairwise(dims))
-    return 3 * 2 * macs * 4 * static.train.batch_size
+    macs = sum(
+        a * b
+        for v in range(static.structure.n_views)
+        for a, b in itertools.pairwise(_layer_dims(static, v))
+    )
+    return 3 * 2 * macs * 2 * static.train.batch_size
 
 
 def memory_per_run(static: StaticConfig) -> float:
     """Estimated device bytes one run of a training program needs (float32).
 
     Parameters, gradients and Adam's two moments, twice over (the chunk's input and output
-    states), plus the activations kept for the backward pass on the 4 batches of ``batch_size``
-    rows a step encodes (pre- and post-activation of every layer) and the loss's
-    ``batch x batch`` distance, logit and gradient matrices.
+    states), plus the activations kept for the backward pass on the 2 batches of
+    ``batch_size`` rows each view's encoder sees (pre- and post-activation of every layer)
+    and the loss's ``batch x batch`` distance, logit and gradient matrices (6 per ordered pair
+    of views).
     """
-    dims = (static.simulation.dim, *static.widths, static.encoding_size)
-    n_params = sum(a * b + b for a, b in itertools.pairwise(dims))
-    n_params *= 1 if static.model.shared_encoder else 2
+    views = range(static.structure.n_views)
+    encoders = [0] if static.model.shared_encoder else views
+    n_params = sum(
+        a * b + b for v in encoders for a, b in itertools.pairwise(_layer_dims(static, v))
+    )
     n = static.train.batch_size
-    activations = 2 * 4 * n * sum(dims)
-    loss = 6 * 2 * n * n
+    activations = 2 * 2 * n * sum(sum(_layer_dims(static, v)) for v in views)
+    k = static.structure.n_views
+    loss = 6 * k * (k - 1) * n * n
     return 4.0 * (2 * 4 * n_params + activations + loss)
 
 
@@ -350,10 +341,6 @@ class GridResult:
     def status(self) -> np.ndarray:
         """``(R,)`` each run's :func:`run_status`."""
         return run_status(self.diverged, self.initial_loss, self.final_loss)
-
-
-STATUSES = ("ok", "diverged", "failed")
-"""The outcomes of a run, as :func:`run_status` names them."""
 
 
 def run_status(

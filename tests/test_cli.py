@@ -27,8 +27,8 @@ def test_cli_run_writes_results_config_and_table(tmp_path, tiny_sweep, capsys):
     assert len(rows) == 4 * (6 + 10)
     expected = ["run", "group", "seed", "setting", "mechanism", "simulation.p_change",
                 "simulation.causal_strength", "simulation.shared_mixing", "model.shared_encoder",
-                "simulation.n_m", "encoder", "factor", "r2_linear", "r2_nonlinear", "val_loss",
-                "loss", "status"]  # fmt: skip
+                "simulation.n_m", "encoder", "factor", "role", "r2_linear", "r2_nonlinear",
+                "val_loss", "loss", "status"]  # fmt: skip
     assert list(rows[0]) == expected
     assert {r["factor"] for r in rows if r["mechanism"] == "multi-view"} == {"c", "s", "s_tilde"}
     assert {r["status"] for r in rows} == {"ok"}
@@ -119,7 +119,7 @@ def test_config_round_trip_and_type_checks():
         run_config_from_dict({"simulation.n_c": 2.5})
     with pytest.raises(ConfigError, match=r"model\.shared_encoder: expected true or false"):
         run_config_from_dict({"model.shared_encoder": "yes"})
-    assert cfg.static.widths == (130, 650, 650, 650, 650, 130)  # paper ratios for d = 13
+    assert cfg.static.widths() == (130, 650, 650, 650, 650, 130)  # paper ratios for d = 13
 
 
 def test_table1_sweep_validates_at_both_scales():
@@ -130,7 +130,7 @@ def test_table1_sweep_validates_at_both_scales():
         assert len(sweep.runs) == 30 and len(sweep.groups()) == 2
     paper = load_sweep(SWEEPS_DIR / "table1.yaml", scale="paper").runs[-1].config
     assert paper.static.train.batch_size == 6144 and paper.static.train.steps == 300_000
-    assert paper.static.widths == (150, 750, 750, 750, 750, 150)
+    assert paper.static.widths() == (150, 750, 750, 750, 750, 150)
     assert paper.hyper.learning_rate == 1e-4
 
 

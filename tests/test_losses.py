@@ -1,14 +1,33 @@
-"""The symmetrised InfoNCE loss against a direct NumPy computation of the spec's formula."""
+"""The contrastive losses against direct NumPy computations of their formulas (the spec's
+symmetrised InfoNCE, multiview-crl's LpSimCLR loss over subsets, optax's NT-Xent), and the
+contract every registered loss meets."""
 
 from __future__ import annotations
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy.special import logsumexp
 
 from jaxmmcl import losses
-from jaxmmcl.losses import BLOCK_ROWS, pairwise_sq_dists, row_logsumexp, symmetric_info_nce
+from jaxmmcl.config import SimulationConfig
+from jaxmmcl.losses import (
+    BLOCK_ROWS,
+    LOSSES,
+    nt_xent,
+    pairwise_sq_dists,
+    row_logsumexp,
+    subsets_info_nce,
+)
+from jaxmmcl.structure import structure_of
+
+
+def symmetric_info_nce(h1, h2, h1n, h2n, tau):
+    return losses.symmetric_info_nce((h1, h2), (h1n, h2n), tau)
 
 
 def reference_loss(h1, h2, h1n, h2n, tau):
@@ -92,3 +111,73 @@ def test_cpu_takes_the_blocked_path_only_for_matrices_beyond_the_cache():
     assert jax.default_backend() == "cpu"
     assert "custom_vjp" in loss_jaxpr(6144)  # the paper's batch: 151 MB per matrix
     assert "custom_vjp" not in loss_jaxpr(1024)  # 4 MB: the plain formula
+
+
+def test_k_view_info_nce_is_the_mean_over_ordered_pairs_of_views():
+    rng = np.random.default_rng(5)
+    hs = [rng.normal(size=(9, 3)) for _ in range(3)]
+    negs = [rng.normal(size=(9, 3)) for _ in range(3)]
+    got = losses.symmetric_info_nce(
+        tuple(np.float32(h) for h in hs), tuple(np.float32(h) for h in negs), 0.5
+    )
+    pairs = [
+        reference_loss(hs[i], hs[j], negs[i], negs[j], 0.5)
+        for i, j in itertools.combinations(range(3), 2)
+    ]
+    np.testing.assert_allclose(got, np.mean(pairs), rtol=1e-5)
+
+
+def test_nt_xent_equals_optax():
+    rng = np.random.default_rng(6)
+    h1, h2 = (rng.normal(size=(12, 4)).astype(np.float32) for _ in range(2))
+    labels = np.concatenate([np.arange(12), np.arange(12)])
+    want = optax.losses.ntxent(np.concatenate([h1, h2]), labels, 0.5)
+    np.testing.assert_allclose(nt_xent(h1, h2, 0.5), want, rtol=1e-5)
+
+
+VIEWS = [[0, 1, 2, 3, 4], [0, 1, 2, 4, 5], [0, 1, 2, 3, 5], [0, 1, 3, 4, 5]]
+
+
+def test_subsets_loss_is_multiview_crls_lpsimclr_summed_over_subsets():
+    """Oracle: their UnifiedCLLoss(LpSimCLRLoss()) with ground-truth content indices, in NumPy
+    (positives between consecutive views of a subset, negatives summed over its views)."""
+    structure = structure_of(SimulationConfig(structure="subsets", views=VIEWS))
+    rng = np.random.default_rng(7)
+    hs = [rng.normal(size=(10, 5)) for _ in VIEWS]
+    negs = [rng.normal(size=(10, 5)) for _ in VIEWS]
+    expected = 0.0
+    subsets = [s for r in range(2, 5) for s in itertools.combinations(range(4), r)]
+    for subset in subsets:
+        content = sorted(set.intersection(*(set(VIEWS[k]) for k in subset)))
+        if not content:
+            continue
+        z = [hs[k][:, [VIEWS[k].index(c) for c in content]] for k in subset]
+        z3 = [negs[k][:, [VIEWS[k].index(c) for c in content]] for k in subset]
+        neg = sum(((a[:, None] - b[None]) ** 2).sum(-1) for a, b in zip(z, z3, strict=True))
+        pos = sum(((a - b) ** 2).sum(-1) for a, b in itertools.pairwise(z))
+        logits = -np.concatenate([neg, pos[:, None]], axis=1)
+        expected += np.mean(pos + logsumexp(logits, axis=1) - np.log(logits.shape[1]))
+    got = subsets_info_nce(
+        tuple(np.float32(h) for h in hs), tuple(np.float32(h) for h in negs), 1.0, structure
+    )
+    assert len(structure.subsets()) == 11
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_is_finite_and_falls_as_positive_pairs_align(name):
+    """The contract of a registered loss: finite, and its derivative with respect to the
+    distance between positives is positive (pulling positive pairs together lowers it)."""
+    structure = structure_of(SimulationConfig(structure="subsets", views=VIEWS))
+    rng = np.random.default_rng(8)
+    base = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
+    noise = [jnp.asarray(rng.normal(size=(16, 5)), jnp.float32) for _ in VIEWS]
+    negs = tuple(jnp.asarray(rng.normal(size=(16, 5)), jnp.float32) for _ in VIEWS)
+
+    def loss(spread):
+        hs = tuple(base + spread * n for n in noise)
+        return LOSSES[name].apply(hs, negs, jnp.float32(1.0), structure)
+
+    value, slope = jax.value_and_grad(loss)(jnp.float32(0.5))
+    assert np.isfinite(value) and slope > 0
+    assert loss(jnp.float32(0.0)) < value

@@ -56,17 +56,18 @@ def test_wishart_covariances_are_scipys_with_the_seed_shared_by_blocks_of_one_si
     sim = SimulationConfig(n_c=2, n_s=2, n_m=3, mixing_layers=1)
     simulation = official_simulation(5, sim, p_change=0.75, statistical=True, causal_strength=0.0)
     lat = simulation.latents
-    for factor, n in ((lat.factor_c, 2), (lat.factor_s, 2), (lat.factor_m1, 3)):
+    cov = lat.covariance
+    for factor, n in ((cov["c"], 2), (cov["s"], 2), (cov["m1"], 3)):
         sigma = wishart.rvs(n, np.eye(n), size=1, random_state=5)
         np.testing.assert_allclose(factor @ factor.T, sigma, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(lat.factor_c, lat.factor_s)
-    np.testing.assert_array_equal(lat.factor_m1, lat.factor_m2)
-    assert not np.any(lat.b) and not np.any(lat.a)
+    np.testing.assert_array_equal(cov["c"], cov["s"])
+    np.testing.assert_array_equal(cov["m1"], cov["m2"])
+    assert not np.any(lat.causal["s"]["b"]) and not np.any(lat.causal["s"]["a"])
     independent = official_simulation(5, sim, p_change=1.0, statistical=False, causal_strength=0)
-    np.testing.assert_array_equal(independent.latents.factor_m1, np.eye(3))
+    np.testing.assert_array_equal(independent.latents.covariance["m1"], np.eye(3))
     # The mechanisms do not depend on the dependence settings: one NumPy stream per seed.
-    np.testing.assert_array_equal(independent.mixing1, simulation.mixing1)
-    assert not np.array_equal(simulation.mixing1, simulation.mixing2)
+    np.testing.assert_array_equal(independent.mechanisms[0], simulation.mechanisms[0])
+    assert not np.array_equal(*simulation.mechanisms)
 
 
 def test_causal_draws_are_torchs_seeded_generator():
@@ -82,9 +83,9 @@ def test_causal_draws_are_torchs_seeded_generator():
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     b, a = (np.asarray(x, np.float32) for x in json.loads(oracle))
-    np.testing.assert_array_equal(simulation.latents.b, 2 * b.reshape(3, 2))
-    np.testing.assert_array_equal(simulation.latents.a, a)
-    np.testing.assert_array_equal(simulation.mixing1, simulation.mixing2)
+    np.testing.assert_array_equal(simulation.latents.causal["s"]["b"], 2 * b.reshape(3, 2))
+    np.testing.assert_array_equal(simulation.latents.causal["s"]["a"], a)
+    np.testing.assert_array_equal(*simulation.mechanisms)
 
 
 def test_causal_official_draws_without_torch_name_the_missing_package(monkeypatch, tmp_path):

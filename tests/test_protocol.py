@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,32 +11,48 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import r2_score
 
 from jaxmmcl.config import Hyperparams, SimulationConfig, run_config_from_dict, stack_hyperparams
-from jaxmmcl.evaluation.classification import logistic_accuracy
+from jaxmmcl.evaluation import metrics
 from jaxmmcl.evaluation.linear import block_means
+from jaxmmcl.evaluation.metrics import METRICS, Targets
 from jaxmmcl.evaluation.protocol import (
-    EvalSamples,
-    accuracy_scores,
     discrete_factors,
     encode_eval_samples,
     evaluate_grid,
-    linear_scores,
-    mlp_scores,
+    readouts,
 )
+from jaxmmcl.keys import run_keys
 from jaxmmcl.latents import code_classes, init_latent_params
-from jaxmmcl.mixing import invert_mixing
-from jaxmmcl.simulation import Simulation, sample_intervened_pairs
-from jaxmmcl.training import batch_loss, run_keys, train_grid
+from jaxmmcl.mechanisms import invert_mechanism
+from jaxmmcl.objective import batch_loss
+from jaxmmcl.simulation import Simulation, sample_intervened_views
+from jaxmmcl.training import train_grid
+
+KEY = jax.random.key(0)
+
+
+def spec(sizes, discrete=None, **kwargs):
+    """The metrics' static description of targets of these sizes."""
+    fields = {
+        "discrete": discrete or (False,) * len(sizes),
+        "n_classes": 3,
+        "epochs": 500,
+        "nonlinear": "mlp",
+        "mcc": "pearson",
+        "per_latent": False,
+    }
+    return Targets(sizes=sizes, **(fields | kwargs))
 
 
 def synthetic_samples(n=400, seed=0):
-    """Targets (c: 2, s: 2, m1: 1); h1 sees c linearly, h2 sees c nonlinearly."""
+    """Targets (c: 2, s: 2, m1: 1); h1 sees c linearly, h2 sees c nonlinearly. Returns
+    ``(h_fit, h_test, y_fit, y_test)`` with readouts ``(2, n, 3)`` and the sizes."""
     rng = np.random.default_rng(seed)
     y = rng.normal(size=(2 * n, 5)).astype(np.float32)
     c = y[:, :2]
     h1 = np.concatenate([c @ np.array([[1.0, 0.5], [-0.3, 2.0]]), rng.normal(size=(2 * n, 1))], 1)
     h2 = np.concatenate([np.tanh(c) + c**3 / 5, rng.normal(size=(2 * n, 1))], 1)
     h = np.stack([h1, h2]).astype(np.float32)
-    return EvalSamples(jnp.asarray(h[:, :n]), jnp.asarray(h[:, n:]), y[:n], y[n:]), (2, 2, 1)
+    return (jnp.asarray(h[:, :n]), jnp.asarray(h[:, n:]), y[:n], y[n:]), (2, 2, 1)
 
 
 def test_block_means():
@@ -46,25 +60,30 @@ def test_block_means():
     np.testing.assert_allclose(block_means(per_column, (2, 2, 1)), [[2.0, 6.0, 9.0]])
 
 
-def test_linear_scores_match_sklearn_per_block():
+def test_linear_scores_match_sklearn_per_block_and_per_latent():
     samples, sizes = synthetic_samples()
-    got = np.asarray(linear_scores(samples, sizes))
+    scores = metrics.linear(KEY, *samples, spec(sizes, per_latent=True))
+    got, per_latent = np.asarray(scores["r2_linear"]), np.asarray(scores["r2_linear@latent"])
+    h_fit, h_test, y_fit, y_test = samples
     bounds = np.cumsum((0, *sizes))
     for e in range(2):
-        model = LinearRegression().fit(samples.h_fit[e], samples.y_fit)
-        pred = model.predict(samples.h_test[e])
+        model = LinearRegression().fit(h_fit[e], y_fit)
+        pred = model.predict(h_test[e])
         for b in range(3):
             cols = slice(bounds[b], bounds[b + 1])
             np.testing.assert_allclose(
-                got[e, b], r2_score(samples.y_test[:, cols], pred[:, cols]), atol=1e-4
+                got[e, b], r2_score(y_test[:, cols], pred[:, cols]), atol=1e-4
             )
+        for j in range(5):
+            alone = LinearRegression().fit(h_fit[e], y_fit[:, j]).predict(h_test[e])
+            np.testing.assert_allclose(per_latent[e, j], r2_score(y_test[:, j], alone), atol=1e-4)
     assert got[0, 0] > 0.99 and abs(got[0, 1]) < 0.05
 
 
 def test_mlp_regressor_finds_the_nonlinear_content():
     samples, sizes = synthetic_samples()
-    got = np.asarray(mlp_scores(jax.random.key(0), samples, sizes, epochs=500))
-    linear = np.asarray(linear_scores(samples, sizes))
+    got = np.asarray(metrics.nonlinear_mlp(KEY, *samples, spec(sizes))["r2_nonlinear"])
+    linear = np.asarray(metrics.linear(KEY, *samples, spec(sizes))["r2_linear"])
     assert got[1, 0] > 0.95 and got[1, 0] > linear[1, 0] + 0.02
     # Independent blocks: nothing to find (a small negative R^2 is overfitting on 400 samples).
     assert -0.3 < got[0, 1] < 0.1 and -0.3 < got[1, 2] < 0.1
@@ -96,24 +115,33 @@ def test_mlp_regressor_r2_is_sklearns_mlpregressor():
         assert expected > 0.7
 
 
-def test_kernel_ridge_scores_match_sklearn_grid_search_per_block():
+def test_kernel_ridge_scores_match_sklearn_grid_search_per_block_and_per_latent():
     from sklearn.kernel_ridge import KernelRidge
     from sklearn.model_selection import GridSearchCV
 
     from jaxmmcl.evaluation.kernel_ridge import ALPHAS, GAMMAS
-    from jaxmmcl.evaluation.protocol import kernel_ridge_scores
 
-    samples, sizes = synthetic_samples(n=120)
-    stacked = jax.tree.map(lambda x: jnp.stack([x, x[..., ::-1, :]]), samples)
-    got = kernel_ridge_scores(stacked, sizes)
-    assert got.shape == (2, 2, 3)
+    (h_fit, h_test, y_fit, y_test), sizes = synthetic_samples(n=120)
+    runs = [(h_fit, h_test, y_fit, y_test), (h_fit[:, ::-1], h_test[:, ::-1], y_fit, y_test)]
+    stacked = [np.stack([np.asarray(r[i]) for r in runs]) for i in range(4)]
+    scores = metrics.nonlinear_kernel_ridge(
+        *stacked, spec(sizes, nonlinear="kernel_ridge", per_latent=True)
+    )
+    got, per_latent = scores["r2_nonlinear"], scores["r2_nonlinear@latent"]
+    assert got.shape == (2, 2, 3) and per_latent.shape == (2, 2, 5)
     bounds = np.cumsum((0, *sizes))
-    for b in range(3):
-        cols = slice(bounds[b], bounds[b + 1])
+
+    def sklearn(cols):
         search = GridSearchCV(KernelRidge(kernel="rbf"), {"alpha": ALPHAS, "gamma": GAMMAS}, cv=3)
-        search.fit(np.asarray(samples.h_fit[1], np.float64), samples.y_fit[:, cols])
-        expected = r2_score(samples.y_test[:, cols], search.predict(samples.h_test[1]))
-        np.testing.assert_allclose(got[0, 1, b], expected, atol=1e-4)
+        search.fit(np.asarray(h_fit[1], np.float64), y_fit[:, cols])
+        return r2_score(y_test[:, cols], search.predict(h_test[1]))
+
+    for b in range(3):
+        np.testing.assert_allclose(
+            got[0, 1, b], sklearn(slice(bounds[b], bounds[b + 1])), atol=1e-4
+        )
+    for j in (0, 4):
+        np.testing.assert_allclose(per_latent[0, 1, j], sklearn(j), atol=1e-4)
     assert got[0, 1, 0] > 0.95
 
 
@@ -136,9 +164,9 @@ def test_accuracy_scores_match_sklearn_logistic_regression_per_component():
         ],
         axis=1,
     ).astype(np.float32)
-    samples = EvalSamples(jnp.asarray(h[:, :n]), jnp.asarray(h[:, n:]), y[:n], y[n:])
-    classify = functools.partial(logistic_accuracy, n_classes=k)
-    got = np.asarray(accuracy_scores(samples, (2, 2, 1), (False, True, False), k, classify))
+    targets = spec((2, 2, 1), discrete=(False, True, False), n_classes=k, epochs=200)
+    got = metrics.accuracy(KEY, jnp.asarray(h[:, :n]), jnp.asarray(h[:, n:]), y[:n], y[n:], targets)
+    got = np.asarray(got["acc_linear"])
     assert got.shape == (2, 3) and np.isnan(got[:, [0, 2]]).all()
     for e in range(2):
         per_component = [
@@ -149,6 +177,34 @@ def test_accuracy_scores_match_sklearn_logistic_regression_per_component():
     assert got[0, 1] > got[1, 1] + 0.2
 
 
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_mcc_is_scipys_correlations_optimally_matched(method):
+    """Oracle: scipy's pearsonr/spearmanr of every component with every readout dimension,
+    the best one-to-one matching found by trying every permutation."""
+    import itertools
+
+    from scipy.stats import pearsonr, spearmanr
+
+    (h_fit, h_test, y_fit, y_test), sizes = synthetic_samples(n=200)
+    targets = spec(sizes, mcc=method)
+    scores = metrics.correlations(KEY, h_fit, h_test, y_fit, y_test, targets)
+    got = METRICS["mcc"].finish(jax.device_get(scores), targets)["mcc"]
+    correlate = pearsonr if method == "pearson" else spearmanr
+    bounds = np.cumsum((0, *sizes))
+    for e in range(2):
+        for b in range(3):
+            cols = range(bounds[b], bounds[b + 1])
+            corr = np.abs(
+                [[correlate(y_test[:, c], h_test[e][:, d])[0] for d in range(3)] for c in cols]
+            )
+            best = max(
+                np.mean([corr[i, p[i]] for i in range(len(cols))])
+                for p in itertools.permutations(range(3), len(cols))
+            )
+            np.testing.assert_allclose(got[e, b], best, atol=1e-5)
+    assert got[0, 0] > 0.9 and got[0, 1] < 0.2
+
+
 def test_intervention_ideal_encoders_predict_the_permuted_content_not_the_original():
     """The paper's Figure 8 pattern: both encodings predict c' (R^2 near 1), neither c."""
     sim = SimulationConfig(n_c=2, n_s=2, n_m=1, mixing="linear", mixing_layers=1)
@@ -157,16 +213,15 @@ def test_intervention_ideal_encoders_predict_the_permuted_content_not_the_origin
     rng = np.random.default_rng(0)
     f1, f2 = (np.linalg.qr(rng.normal(size=(5, 5)))[0][None].astype(np.float32) for _ in "12")
     latent_params = init_latent_params(jax.random.key(0), sim, hyper)
-    simulation = Simulation(latent_params, jnp.asarray(f1), jnp.asarray(f2))
-    x1, x2, latents, c_perm = sample_intervened_pairs(jax.random.key(1), simulation, sim, 800)
+    simulation = Simulation(latent_params, (jnp.asarray(f1), jnp.asarray(f2)))
+    (x1, x2), latents, permuted = sample_intervened_views(jax.random.key(1), simulation, sim, 800)
     # Ideal encoders: each recovers the content of its own input exactly.
-    h1 = invert_mixing(simulation.mixing1, x1, sim.mixing)[:, :2]
-    h2 = invert_mixing(simulation.mixing2, x2, sim.mixing)[:, :2]
-    h, y = jnp.stack([h1, h2]), jnp.concatenate([latents.c, c_perm], axis=1)
-    samples = EvalSamples(h[:, :400], h[:, 400:], y[:400], y[400:])
+    h1 = invert_mechanism(f1, x1, sim.mixing)[:, :2]
+    h2 = invert_mechanism(f2, x2, sim.mixing)[:, :2]
+    h, y = jnp.stack([h1, h2]), jnp.concatenate([latents["c"], permuted["c"]], axis=1)
     # Rows: h1, h2; columns: c, c_perm.
-    scores = np.asarray(linear_scores(samples, (2, 2)))
-    np.testing.assert_allclose(scores, [[0.0, 1.0], [0.0, 1.0]], atol=0.03)
+    scores = metrics.linear(KEY, h[:, :400], h[:, 400:], y[:400], y[400:], spec((2, 2)))
+    np.testing.assert_allclose(scores["r2_linear"], [[0.0, 1.0], [0.0, 1.0]], atol=0.03)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +261,7 @@ def test_evaluate_grid_scores_discrete_and_permuted_content(discrete_interventio
     samples = jax.vmap(lambda *run: encode_eval_samples(*run, static))(
         jnp.asarray(seeds, jnp.uint32), trained.simulation, trained.params
     )
+    assert readouts(static)[1].encoder == "h2"
     for y in (samples.y_fit, samples.y_test):
         for c, c_perm in zip(np.asarray(y[..., :2]), np.asarray(y[..., 2:4]), strict=True):
             rows, counts = np.unique(c, axis=0, return_counts=True)

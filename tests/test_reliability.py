@@ -83,7 +83,7 @@ def test_failed_means_worse_than_the_start_and_than_a_constant_encoder():
 
     # A constant encoder's loss is exactly 0: every distance is 0.
     h = jnp.ones((8, 3))
-    assert float(symmetric_info_nce(h, h, h, h, jnp.float32(0.5))) == pytest.approx(0, abs=1e-6)
+    assert float(symmetric_info_nce((h, h), (h, h), jnp.float32(0.5))) == pytest.approx(0, abs=1e-6)
     status = run_status(
         diverged=[False, False, False, False, True],
         initial_loss=[0.1, 0.1, -0.5, 0.1, 0.1],

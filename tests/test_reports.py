@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 
 from jaxmmcl.config import ConfigError
-from jaxmmcl.reports import (
-    FIXED_COLUMNS,
-    default_report,
-    paper_table,
-    validate_report,
-    write_csv,
-    write_report,
-)
+from jaxmmcl.reports import default_report, paper_table, validate_report, write_report
+from jaxmmcl.results import FIXED_COLUMNS, write_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MULTIMODAL = ("c", "s", "s_tilde", "m1", "m2")
 MULTI_VIEW = ("c", "s", "s_tilde")
+# The paper's structure: each encoding's own factors by role (the runner's role column).
+ROLE = {("h1", "c"): "c", ("h1", "s"): "s", ("h1", "m1"): "m", ("h2", "c"): "c",
+        ("h2", "s_tilde"): "s", ("h2", "m2"): "m", ("h1", "c_perm"): "c_perm",
+        ("h2", "c_perm"): "c_perm"}  # fmt: skip
 
 
 def write_sweep_folder(folder, axes, seeds, *, factors_of=None, diverged=(), seed=0):
@@ -43,13 +41,14 @@ def write_sweep_folder(folder, axes, seeds, *, factors_of=None, diverged=(), see
                 r2 = rng.uniform(-0.1, 1.0)
                 rows.append(
                     {"run": run, "group": run % 2, "seed": s, **params, "encoder": encoder,
-                     "factor": factor, "r2_linear": r2 - 0.2 if ok else math.nan,
+                     "factor": factor, "role": ROLE.get((encoder, factor), ""),
+                     "r2_linear": r2 - 0.2 if ok else math.nan,
                      "r2_nonlinear": r2 if ok else math.nan, "val_loss": 4.0 + run / 10,
                      "loss": 3.5 + run / 10, "status": "ok" if ok else "diverged"}
                 )  # fmt: skip
         for step in (10, 20, 30):
             losses.append({"run": run, "step": step, "loss": 5.0 - step / 10 + rng.random()})
-    columns = [*FIXED_COLUMNS, *names, "encoder", "factor", "r2_linear", "r2_nonlinear",
+    columns = [*FIXED_COLUMNS, *names, "encoder", "factor", "role", "r2_linear", "r2_nonlinear",
                "val_loss", "loss", "status"]  # fmt: skip
     write_csv(folder / "results.csv", rows, columns)
     write_csv(folder / "losses.csv", losses, ["run", "step", "loss"])
@@ -262,7 +261,7 @@ def test_paper_table_leaves_out_unscored_blocks():
     # Accuracies exist for discrete blocks only: an empty cell is "not scored", not "diverged".
     rows = [
         {"run": 0, "seed": 0, "setting": "a", "mechanism": "b", "encoder": e, "factor": f,
-         "acc_linear": 0.8 if f == "c" else "", "status": "ok"}
+         "role": ROLE.get((e, f), ""), "acc_linear": 0.8 if f == "c" else "", "status": "ok"}
         for e in ("h1", "h2") for f in MULTIMODAL
     ]  # fmt: skip
     table = paper_table(rows, score="acc_linear")

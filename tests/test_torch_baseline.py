@@ -24,8 +24,8 @@ import optax  # noqa: E402
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams  # noqa: E402
 from jaxmmcl.encoders import encode  # noqa: E402
 from jaxmmcl.losses import symmetric_info_nce  # noqa: E402
-from jaxmmcl.mixing import apply_mixing, condition_threshold  # noqa: E402
-from jaxmmcl.simulation import sample_pairs  # noqa: E402
+from jaxmmcl.mechanisms import apply_mechanism, condition_threshold  # noqa: E402
+from jaxmmcl.simulation import sample_views  # noqa: E402
 from jaxmmcl.training import init_run, make_optimizer  # noqa: E402
 
 _PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "torch_baseline.py"
@@ -49,13 +49,13 @@ def _setup(shared: bool):
     static = cfg.static
     hyper = jax.tree.map(lambda x: x[0], stack_hyperparams([cfg.hyper]))
     simulation, state = jax.jit(init_run, static_argnums=2)(jnp.asarray(3), hyper, static)
-    x1, x2, _ = sample_pairs(jax.random.key(5), simulation, static.simulation, 2 * N)
+    (x1, x2), _ = sample_views(jax.random.key(5), simulation, static.simulation, 2 * N)
     return static, hyper, simulation, state, np.array(x1), np.array(x2)
 
 
 def _jax_loss(params, static, x1, x2, tau):
-    h1, h2 = encode(params, static, x1, x2)
-    return symmetric_info_nce(h1[:N], h2[:N], h1[N:], h2[N:], tau)
+    h1, h2 = encode(params, static, (x1, x2))
+    return symmetric_info_nce((h1[:N], h2[:N]), (h1[N:], h2[N:]), tau)
 
 
 _value_and_grad = jax.jit(jax.value_and_grad(_jax_loss), static_argnums=1)
@@ -134,9 +134,9 @@ def test_same_mechanism_and_simulation():
     _, _, simulation, _, _, _ = _setup(False)
     sim = tb.simulation_from_jax(simulation)
     z = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
-    for w_torch, w_jax in ((sim.mixing1, simulation.mixing1), (sim.mixing2, simulation.mixing2)):
+    for w_torch, w_jax in zip((sim.mixing1, sim.mixing2), simulation.mechanisms, strict=True):
         got = tb.mix(w_torch, torch.from_numpy(z)).numpy()
-        np.testing.assert_allclose(got, apply_mixing(w_jax, z, "mlp"), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, apply_mechanism(w_jax, z, "mlp"), rtol=1e-5, atol=1e-5)
     x1, x2 = tb.sample_pairs(sim, 5, torch.Generator().manual_seed(0))
     assert x1.shape == x2.shape == (5, 6)
 

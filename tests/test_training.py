@@ -54,8 +54,10 @@ def test_run_i_of_a_vmapped_grid_equals_the_run_alone(at_once):
 
 def test_runs_with_equal_seeds_share_the_simulation_but_not_other_seeds():
     grid = train_grid(STATIC, jnp.asarray(SEEDS), stack_hyperparams(HYPERS))
-    np.testing.assert_array_equal(grid.simulation.mixing1[1], grid.simulation.mixing1[3])
-    assert not np.allclose(grid.simulation.mixing1[0], grid.simulation.mixing1[1])
+    np.testing.assert_array_equal(
+        grid.simulation.mechanisms[0][1], grid.simulation.mechanisms[0][3]
+    )
+    assert not np.allclose(grid.simulation.mechanisms[0][0], grid.simulation.mechanisms[0][1])
     assert grid.loss_history.shape == (4, 2) and not grid.diverged.any()
 
 
