@@ -44,8 +44,17 @@ SCORE_COLUMNS = (
     "loss",
     "status",
 )
-OPTIONAL_COLUMNS = ("subset", "latent", "acc_linear", "acc_nonlinear", "mcc")
-"""Columns written only when some row has a value in them."""
+OPTIONAL_COLUMNS = (
+    "subset",
+    "latent",
+    "r2_linear",
+    "r2_nonlinear",
+    "acc_linear",
+    "acc_nonlinear",
+    "mcc",
+)
+"""Columns written only when some row has a value in them (the scores ``eval.metrics`` asks
+for, the subsets and components of the readouts)."""
 
 
 def result_columns(param_columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:

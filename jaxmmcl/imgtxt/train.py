@@ -44,6 +44,7 @@ from jaxmmcl.imgtxt.models import (
 )
 from jaxmmcl.imgtxt.render import render_batch
 from jaxmmcl.imgtxt.text import Vocabulary, caption_tokens
+from jaxmmcl.losses import nt_xent
 from jaxmmcl.precision import EVALUATION, check_supported, matmul_precision
 from jaxmmcl.training import lr_multiplier
 
@@ -193,26 +194,6 @@ def array_source(images: np.ndarray, tokens: np.ndarray, mean, std) -> BatchSour
     return BatchSource(
         arrays, draw, np.asarray(mean), np.asarray(std), images.shape[1], tokens.shape[1]
     )
-
-
-def nt_xent(h1: jnp.ndarray, h2: jnp.ndarray, temperature: float) -> jnp.ndarray:
-    """Symmetrised NT-Xent (SimCLR): cosine similarities of all ``2n`` encodings.
-
-    For each of the ``2n`` encodings (``h1`` rows, then ``h2`` rows, both ``(n, k)``) the
-    positive is its pair in the other modality and the negatives are the other ``2n - 2``
-    encodings of both modalities; the loss is the mean over all ``2n`` anchors of the
-    cross-entropy of the positive among them, similarities divided by ``temperature``.
-
-    Returns:
-      A scalar.
-    """
-    z = jnp.concatenate([h1, h2])
-    z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
-    sim = (z @ z.T) / temperature
-    n2 = z.shape[0]
-    sim = jnp.where(jnp.eye(n2, dtype=bool), -jnp.inf, sim)
-    positive = (jnp.arange(n2) + n2 // 2) % n2
-    return jnp.mean(jax.nn.logsumexp(sim, axis=1) - sim[jnp.arange(n2), positive])
 
 
 @struct.dataclass
