@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,48 +372,69 @@ class StaticConfig:
         return self.model.encoding_size or self.structure.default_encoding(view)
 
 
-@dataclass(frozen=True)
-class Hyperparams:
-    """Traced hyperparameters of one run (Python scalars; see :func:`stack_hyperparams`).
+def _traced(key: str, default: float | bool, check: Callable[[str, Any], None]) -> Any:
+    """A traced hyperparameter: its user key, default and check, declared in one place."""
+    return struct.field(pytree_node=True, default=default, metadata={"key": key, "check": check})
 
-    Attributes:
-      p_change: probability that each style component of each sample is perturbed.
-      statistical: draw each block's covariance from a Wishart distribution instead of I
-        (one draw per block size, shared by the blocks of that size; see :mod:`jaxmmcl.latents`).
-      causal_strength: multiplier on B in the content-dependent style s = s0 + strength*B c + a;
-        0 switches the causal dependence off (a is then dropped too).
-      learning_rate: Adam step size.
-      temperature: InfoNCE temperature tau.
-    """
 
-    p_change: float = 1.0
-    statistical: bool = False
-    causal_strength: float = 0.0
-    learning_rate: float = 1e-4
-    temperature: float = 1.0
+def _unit(key: str, value: Any) -> None:
+    _check_float(key, value, 0.0, 1.0)
 
-    def __post_init__(self):
-        _check_float("simulation.p_change", self.p_change, 0.0, 1.0)
-        _check_bool("simulation.statistical", self.statistical)
-        _check_float("simulation.causal_strength", self.causal_strength, -1e6, 1e6)
-        _check_float("train.learning_rate", self.learning_rate, 0.0, 10.0, open_lo=True)
-        _check_float("train.temperature", self.temperature, 0.0, 1e6, open_lo=True)
+
+def _signed(key: str, value: Any) -> None:
+    _check_float(key, value, -1e6, 1e6)
+
+
+def _positive(limit: float) -> Callable[[str, Any], None]:
+    def check(key: str, value: Any) -> None:
+        _check_float(key, value, 0.0, limit, open_lo=True)
+
+    return check
 
 
 @struct.dataclass
-class HyperArrays:
-    """:class:`Hyperparams` as a pytree of float32 arrays; leading axis = runs when stacked."""
+class Hyperparams:
+    """Traced hyperparameters: runs that differ only in them share one compiled program.
 
-    p_change: jnp.ndarray
-    statistical: jnp.ndarray
-    causal_strength: jnp.ndarray
-    learning_rate: jnp.ndarray
-    temperature: jnp.ndarray
+    Each field is declared once, here, with its user key (``TRACED_KEYS`` and the sweep files
+    use it) and its check. A run holds Python scalars (checked when built); stacked by
+    :func:`stack_hyperparams` the same class holds float32 arrays with a leading run axis
+    (:data:`HyperArrays`), which is the pytree the compiled programs trace.
+
+    Attributes:
+      p_change: probability that each component of a perturbed copy (the paper's style)
+        changes between the views.
+      statistical: draw each factor's covariance from a Wishart distribution instead of I
+        (one draw per factor size, shared by the factors of that size; see
+        :mod:`jaxmmcl.latents`).
+      causal_strength: strength of the causal dependence of a child factor on its parent (the
+        paper's s = s0 + strength * B c + a); 0 switches it off (a is then dropped too).
+      learning_rate: Adam step size.
+      temperature: the contrastive loss's temperature tau.
+    """
+
+    p_change: Any = _traced("simulation.p_change", 1.0, _unit)
+    statistical: Any = _traced("simulation.statistical", False, _check_bool)
+    causal_strength: Any = _traced("simulation.causal_strength", 0.0, _signed)
+    learning_rate: Any = _traced("train.learning_rate", 1e-4, _positive(10.0))
+    temperature: Any = _traced("train.temperature", 1.0, _positive(1e6))
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            # Arrays (stacked runs, or tracers when a program rebuilds the pytree) were checked
+            # as the scalars they were stacked from.
+            if isinstance(value, bool | int | float | str) or value is None:
+                f.metadata["check"](f.metadata["key"], value)
+
+
+HyperArrays = Hyperparams
+""":class:`Hyperparams` holding float32 arrays (leading axis = runs when stacked)."""
 
 
 def stack_hyperparams(hypers: list[Hyperparams]) -> HyperArrays:
     """Stacks per-run hyperparameters into arrays of shape ``(len(hypers),)``."""
-    return HyperArrays(
+    return Hyperparams(
         **{
             f.name: jnp.asarray([float(getattr(h, f.name)) for h in hypers], jnp.float32)
             for f in dataclasses.fields(Hyperparams)
@@ -421,14 +442,8 @@ def stack_hyperparams(hypers: list[Hyperparams]) -> HyperArrays:
     )
 
 
-# Dotted user key -> Hyperparams field, for the traced (vmapped) keys.
-TRACED_KEYS: dict[str, str] = {
-    "simulation.p_change": "p_change",
-    "simulation.statistical": "statistical",
-    "simulation.causal_strength": "causal_strength",
-    "train.learning_rate": "learning_rate",
-    "train.temperature": "temperature",
-}
+TRACED_KEYS: dict[str, str] = {f.metadata["key"]: f.name for f in dataclasses.fields(Hyperparams)}
+"""Dotted user key -> :class:`Hyperparams` field, for the traced (vmapped) keys."""
 
 _SECTIONS: dict[str, type] = {
     "simulation": SimulationConfig,

@@ -146,8 +146,13 @@ def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
         total_train += train
         total_eval += evaluation
         sim = static.simulation
+        if sim.structure == "paper":
+            shape = f"n=({sim.n_c},{sim.n_s},{sim.n_m})"
+            shape += f" views={sim.n_views}" if sim.n_views != 2 else ""
+        else:
+            shape = f"{sim.structure} views={[list(v) for v in sim.views]}"
         summary = (
-            f"n=({sim.n_c},{sim.n_s},{sim.n_m}) {sim.mixing}x{sim.mixing_layers}"
+            f"{shape} {sim.mixing}x{sim.mixing_layers}"
             f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths())}"
             f" enc={static.encoding_size()}{' shared-g' if static.model.shared_encoder else ''}"
             f" batch={static.train.batch_size} steps={static.train.steps}"

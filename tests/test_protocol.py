@@ -280,3 +280,38 @@ def test_validation_loss_is_the_mean_training_loss_on_eval_derived_keys(discrete
         run = jax.tree.map(lambda x, i=i: x[i], (trained.params, trained.simulation, hypers))
         expected = np.mean([loss(run[0], key, run[1], run[2], static, 32) for key in keys])
         np.testing.assert_allclose(scores.val_loss[i], expected, rtol=1e-5)
+
+
+def test_device_metrics_never_deadlock_two_devices_that_fill_the_thread_pool():
+    """Three width groups of readouts (12 x 4, 12 x 3, 4 x 2 dimensions, as multiview-crl's
+    subsets) of 1,024 samples, on two CPU devices sharing a pool of two threads: batched
+    LAPACK calls had deadlocked the programs (metrics calls LAPACK one readout at a time)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax.numpy as jnp, numpy as np\n"
+        "from jaxmmcl.distributed import per_run, runs_mesh\n"
+        "from jaxmmcl.evaluation import metrics\n"
+        "t = metrics.Targets((1,) * 6, (False,) * 6, 3, 5, 'kernel_ridge', 'pearson', True)\n"
+        "def run(k, hs, y):\n"
+        "    return [metrics.linear(k, h, h, y, y, t)['r2_linear'] for h in hs]\n"
+        "f = jax.jit(per_run(run, runs_mesh(), 1))\n"
+        "r = np.random.default_rng(0)\n"
+        "hs = [jnp.asarray(r.normal(size=(2, n, 1024, w)), jnp.float32)\n"
+        "      for n, w in ((12, 4), (12, 3), (4, 2))]\n"
+        "y = jnp.asarray(r.normal(size=(2, 1024, 6)), jnp.float32)\n"
+        "keys = jax.random.split(jax.random.key(0), 2)\n"
+        "print([o.shape for o in f(keys, hs, y)])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "JAX_NUM_CPU_DEVICES")}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env | {"JAX_NUM_CPU_DEVICES": "2", "NPROC": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == "[(2, 12, 6), (2, 12, 6), (2, 4, 6)]"

@@ -19,7 +19,11 @@ components)`` scores of every factor component alone (the result rows with a ``l
   dimensions on the test set, optimally matched (``eval.mcc``: Pearson or Spearman;
   :func:`jaxmmcl.evaluation.mcc.mcc`). Without ``per_latent`` rows.
 
-A new metric is one function and one entry.
+A new metric is one function and one entry. Device functions call LAPACK (least squares, the
+logistic regression's Newton solves) one readout and one component at a time (``lax.map``, not
+``vmap``): XLA:CPU runs a batched LAPACK call in parallel on its thread pool, and when every
+thread of the pool runs a device's program (one device per core, as the CLI sets up) the
+programs wait on each other forever (seen: 28 readouts of 1,024 samples on 2 devices).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def linear(key, h_fit, h_test, y_fit, y_test, targets: Targets) -> Scores:
         w, b = fit_linear(h_fit, y_fit)
         return r2_score(y_test, h_test @ w + b)
 
-    per_column = jax.vmap(one)(h_fit, h_test)
+    per_column = jax.lax.map(lambda h: one(*h), (h_fit, h_test))  # LAPACK: one at a time
     out = {"r2_linear": block_means(per_column, targets.sizes)}
     if targets.per_latent:
         # Least squares decouples over target columns: each is the component fitted alone.
@@ -175,12 +179,14 @@ def _accuracy(h_fit, h_test, y_fit, y_test, targets: Targets, classify) -> jnp.n
     scored = tuple(s for s, d in zip(targets.sizes, targets.discrete, strict=True) if d)
 
     def one(h_fit, h_test):
-        per_column = jax.vmap(lambda f, t: classify(h_fit, f, h_test, t), in_axes=(1, 1))(
-            labels_fit, labels_test
+        per_column = jax.lax.map(
+            lambda labels: classify(h_fit, labels[0], h_test, labels[1]),
+            (labels_fit.T, labels_test.T),
         )
         return block_means(per_column, scored)
 
-    accuracy = jax.vmap(one)(h_fit, h_test)
+    # LAPACK: one at a time (module docstring).
+    accuracy = jax.lax.map(lambda h: one(*h), (h_fit, h_test))
     where = np.flatnonzero(targets.discrete)
     return (
         jnp.full((h_fit.shape[0], len(targets.sizes)), jnp.nan, accuracy.dtype)

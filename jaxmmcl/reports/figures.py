@@ -1,7 +1,7 @@
 """Figures of a sweep report, drawn with matplotlib's Agg renderer.
 
 The functions take numbers already aggregated by :mod:`jaxmmcl.reports` and return a
-:class:`matplotlib.figure.Figure` (:func:`jaxmmcl.reports.save_png` writes one). Figures are
+:class:`matplotlib.figure.Figure` (:func:`jaxmmcl.results.save_png` writes one). Figures are
 built without ``pyplot``, so drawing neither needs a display nor changes the backend or the open
 figures of the calling program (a notebook, say).
 """
