@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import json
 import math
 import os
@@ -37,7 +38,7 @@ import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmmcl import interrupts
+from jaxmmcl import interrupts, training
 from jaxmmcl.checkpoints import GroupCheckpoint
 from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
 from jaxmmcl.distributed import (
@@ -48,6 +49,7 @@ from jaxmmcl.distributed import (
     runs_mesh,
     to_host,
 )
+from jaxmmcl.evaluation import protocol
 from jaxmmcl.evaluation.protocol import EvalResult, evaluate_grid, factors, readouts
 from jaxmmcl.precision import check_supported
 from jaxmmcl.reports import write_report
@@ -264,6 +266,22 @@ def evaluate_program(
     arrays = {name: np.asarray(value)[:runs] for name, value in to_host(arrays).items()}
     val_loss = arrays.pop("val_loss")
     return dataclasses.replace(scores, scores=arrays, val_loss=val_loss)
+
+
+def release_programs() -> None:
+    """Frees the compiled programs of the finished training program.
+
+    A compiled XLA:CPU executable holds its machine code in memory mappings until it is freed,
+    and the process may hold only ``vm.max_map_count`` mappings (65,530 by default): a sweep
+    kept every group's programs (about 1,600 mappings a group of the discrete sweep), and after
+    19 groups LLVM could map no more ("Cannot allocate memory") and the process crashed. The
+    next program compiles its own (from XLA's persistent cache where it can).
+    """
+    training.grid_programs.cache_clear()
+    training.simulation_program.cache_clear()
+    protocol.programs.cache_clear()
+    jax.clear_caches()
+    gc.collect()
 
 
 class SweepProgress:
@@ -483,6 +501,7 @@ def _run_sweep(
             shutil.rmtree(state_dir / "checkpoints" / program.name, ignore_errors=True)
         rows += rows_k
         loss_rows += losses_k
+        release_programs()
     progress.close()
     interrupts.check()
     if writer:

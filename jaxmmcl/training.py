@@ -117,7 +117,7 @@ def draw_simulations(seeds: ArrayLike, hypers: HyperArrays, static: StaticConfig
     """
     if static.simulation.draws == "official":
         return official_simulations(seeds, hypers, static.simulation)
-    draw = _simulate_program(static.simulation)
+    draw = simulation_program(static.simulation)
     hypers = jax.device_get(hypers)
     # One run at a time, on one device: a vmapped draw rounds differently with the number of
     # runs it batches (a mechanism's column norms moved by 1e-7 between batches of 1 and 2),
@@ -132,7 +132,7 @@ def draw_simulations(seeds: ArrayLike, hypers: HyperArrays, static: StaticConfig
 
 
 @functools.cache
-def _simulate_program(sim: SimulationConfig) -> Callable:
+def simulation_program(sim: SimulationConfig) -> Callable:
     return jax.jit(lambda seed, hyper: init_simulation(run_keys(seed)[0], sim, hyper))
 
 

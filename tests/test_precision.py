@@ -10,7 +10,7 @@ from conftest import TINY
 
 from jaxmmcl.config import PRECISIONS, ConfigError, run_config_from_dict, stack_hyperparams
 from jaxmmcl.distributed import runs_at_once, runs_mesh
-from jaxmmcl.evaluation.protocol import _programs
+from jaxmmcl.evaluation.protocol import programs
 from jaxmmcl.precision import XLA_PRECISION
 from jaxmmcl.training import init_run, setup_grid, train_step
 
@@ -57,7 +57,7 @@ def test_evaluation_computes_in_float32_whatever_the_training_precision():
     trained = setup_grid(static, np.array([0]), hypers)
     seeds = jnp.asarray([0], jnp.uint32)
     mesh = runs_mesh(jax.local_devices()[:1])
-    jaxpr = jax.make_jaxpr(_programs(static, mesh, runs_at_once(mesh)).encode)(
+    jaxpr = jax.make_jaxpr(programs(static, mesh, runs_at_once(mesh)).encode)(
         seeds, trained.simulation, trained.state.params
     )
     assert dot_precisions(jaxpr) == {"(Precision.HIGHEST, Precision.HIGHEST)"}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
 import yaml
 from conftest import TINY
 
+from jaxmmcl import runner
 from jaxmmcl.cli import main
+from jaxmmcl.runner import run_sweep
+from jaxmmcl.sweeps import load_sweep
 
 
 def write_sweep(tmp_path, spec, name="sweep.yaml"):
@@ -336,3 +340,26 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_the_sweep_resuma
                  "cannot write a checkpoint", "RESOURCE_EXHAUSTED")  # fmt: skip
     assert not (out / "results.csv").exists()
     assert main(["run", str(sweep), "--out", str(out), "--quiet", "--resume"]) == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_a_long_sweep_does_not_accumulate_compiled_programs(tmp_path, monkeypatch):
+    """Every group's compiled programs had stayed mapped (about 2,000 memory mappings a tiny
+    group), so a sweep of some 30 groups ran out of vm.max_map_count and crashed in LLVM. The
+    runner frees them after each program: the count stays flat."""
+    counts = []
+    release = runner.release_programs
+
+    def counting():
+        release()
+        with open("/proc/self/maps") as f:
+            counts.append(sum(1 for _ in f))
+
+    monkeypatch.setattr(runner, "release_programs", counting)
+    base = TINY | {
+        "train": TINY["train"] | {"steps": 10},
+        "eval": TINY["eval"] | {"metrics": ["r2_linear"]},
+    }
+    sweep = load_sweep({"name": "groups", "base": base, "axes": {"simulation.n_s": [1, 2]}})
+    run_sweep(sweep, tmp_path / "out", show_progress=False)
+    assert len(counts) == 2 and counts[1] - counts[0] < 300, counts

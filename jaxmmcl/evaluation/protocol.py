@@ -267,7 +267,8 @@ class _Programs(NamedTuple):
 
 
 @functools.cache
-def _programs(static: StaticConfig, mesh: Mesh, at_once: int | None) -> _Programs:
+def programs(static: StaticConfig, mesh: Mesh, at_once: int | None) -> _Programs:
+    """The jitted evaluation programs of a group over ``mesh`` (cached per group)."""
     spec = targets(static)
     device = [METRICS[name].device for name in metric_names(static) if METRICS[name].device]
 
@@ -350,11 +351,11 @@ def evaluate_grid(
     """
     runs = len(seeds)
     mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh(jax.local_devices()))
-    programs = _programs(static, mesh, runs_at_once(mesh))
+    compiled = programs(static, mesh, runs_at_once(mesh))
     inputs = (np.asarray(seeds, np.uint32), *jax.device_get((simulation, params, hypers)))
     seeds, simulation, params, hypers = shard_runs(pad_runs(inputs, padded_size(runs, mesh)), mesh)
-    samples = programs.encode(seeds, simulation, params)
-    groups = jax.device_get(programs.device_metrics(seeds, samples))
+    samples = compiled.encode(seeds, simulation, params)
+    groups = jax.device_get(compiled.device_metrics(seeds, samples))
     spec = targets(static)
     metrics = [METRICS[name] for name in metric_names(static)]
     if any(m.host or m.finish for m in metrics):
@@ -373,5 +374,5 @@ def evaluate_grid(
         name: np.asarray(value)[:runs]
         for name, value in _regroup(groups, width_groups(static)).items()
     }
-    val_loss = np.asarray(jax.device_get(programs.validation(seeds, simulation, params, hypers)))
+    val_loss = np.asarray(jax.device_get(compiled.validation(seeds, simulation, params, hypers)))
     return EvalResult(factors(static), readouts(static), scores, val_loss[:runs])
