@@ -62,7 +62,9 @@ def tiny_sweep() -> dict:
 def _fresh_jax_caches():
     """Each test module starts without the executables of the modules before it: a whole-suite
     process had aborted twice inside XLA's compiler or cache writer after some 200 tests, never
-    in a module run alone."""
+    in a module run alone. The cause, found later: every compiled XLA:CPU executable holds
+    memory mappings until it is freed, and a process may hold only vm.max_map_count of them
+    (see :func:`jaxmmcl.runner.release_programs`)."""
     import jax
 
     jax.clear_caches()
