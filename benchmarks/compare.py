@@ -324,11 +324,11 @@ def worker_breakdown(spec: dict) -> dict:
     x1, x2 = sample(jax.random.key(1))
 
     def enc_fwd_bwd(params, x1, x2):
-        (h1, h2), vjp = jax.vjp(lambda p: encode(p, static, (x1, x2)), params)
+        (h1, h2), vjp = jax.vjp(lambda p: encode(p, (x1, x2), static), params)
         return vjp((h1, h2))[0]
 
     enc = jax.jit(enc_fwd_bwd)
-    h1, h2 = jax.jit(lambda p, a, b: encode(p, static, (a, b)))(params, x1, x2)
+    h1, h2 = jax.jit(lambda p, a, b: encode(p, (a, b), static))(params, x1, x2)
 
     def loss_fn(h1, h2):
         return symmetric_info_nce((h1[:batch], h2[:batch]), (h1[batch:], h2[batch:]), 1.0)

@@ -4,7 +4,7 @@
                                       [--at-once auto|all|N]
 
 For each device count a child process (``JAX_NUM_CPU_DEVICES`` must be set before jax is
-imported) trains groups of R runs with :func:`jaxmmcl.training.train_grid` at a small width
+imported) trains groups of R runs with :func:`jaxmmcl.grid.train_grid` at a small width
 and prints run-steps/s, the time per step of the whole group, and the compile time of the
 group's programs. Linear growth of the step time with R, once the device is busy, means the
 per-run overhead (dispatch, Python, compilation) is amortised. ``--at-once`` is
@@ -26,7 +26,7 @@ def _worker(runs: list[int], steps: int, repeats: int, at_once: int | str | None
     import numpy as np
 
     from jaxmmcl.config import run_config_from_dict, stack_hyperparams
-    from jaxmmcl.training import train_grid
+    from jaxmmcl.grid import train_grid
 
     base = {
         "simulation.n_c": 2,

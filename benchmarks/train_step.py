@@ -18,8 +18,9 @@ import numpy as np
 
 from jaxmmcl.config import run_config_from_dict, stack_hyperparams
 from jaxmmcl.distributed import runs_mesh
+from jaxmmcl.grid import setup_grid
 from jaxmmcl.precision import matmul_precision
-from jaxmmcl.training import setup_grid, step_flops
+from jaxmmcl.training import step_flops
 
 
 def matmul_peak(n: int = 4096, repeats: int = 5, precision: str | None = None) -> float:

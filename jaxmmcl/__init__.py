@@ -16,12 +16,13 @@ from jaxmmcl.config import (
     stack_hyperparams,
 )
 from jaxmmcl.evaluation.protocol import evaluate_grid
+from jaxmmcl.grid import train_grid
 from jaxmmcl.results import load_results
 from jaxmmcl.runner import run_sweep
 from jaxmmcl.simulation import init_simulation, sample_views
 from jaxmmcl.structure import Structure
 from jaxmmcl.sweeps import load_sweep
-from jaxmmcl.training import train_grid, train_run
+from jaxmmcl.training import make_train, train_run
 
 __all__ = [
     "ConfigError",
@@ -33,6 +34,7 @@ __all__ = [
     "init_simulation",
     "load_results",
     "load_sweep",
+    "make_train",
     "run_config_from_dict",
     "run_sweep",
     "sample_views",

@@ -138,7 +138,7 @@ def init_encoders(key: jax.Array, static: StaticConfig) -> dict:
     }
 
 
-def encode(params: dict, static: StaticConfig, xs: tuple[jnp.ndarray, ...]) -> tuple:
+def encode(params: dict, xs: tuple[jnp.ndarray, ...], static: StaticConfig) -> tuple:
     """Applies each view's encoder to its observations (``(n, d_k)`` each); returns one
     ``(n, encoding_size_k)`` array per view.
 

@@ -27,7 +27,7 @@ def batch_loss(
     (default ``train.batch_size``) and as many independent negatives, all drawn from ``key``."""
     n = static.train.batch_size if batch_size is None else batch_size
     xs, _ = sample_views(key, simulation, static.simulation, 2 * n)
-    hs = encode(params, static, xs)
+    hs = encode(params, xs, static)
     loss = LOSSES[static.train.loss]
     return loss.apply(
         tuple(h[:n] for h in hs), tuple(h[n:] for h in hs), hyper.temperature, static.structure

@@ -2,8 +2,9 @@
 
 ``results.csv`` holds one row per run x readout x factor (and, with ``eval.per_latent``, per
 factor component). Its columns, in order: ``run``, ``group``, ``seed``, the sweep's parameter
-columns, then :data:`KEY_COLUMNS` and :data:`SCORE_COLUMNS` (those a sweep fills; ``subset`` and
-``latent`` only when its evaluation has them). ``losses.csv`` holds ``run``, ``step``,
+columns, then :data:`KEY_COLUMNS`, the metrics' score columns (:func:`score_columns`, those a
+sweep fills) and :data:`RUN_COLUMNS`; ``subset`` and ``latent`` only when its evaluation has
+them. ``losses.csv`` holds ``run``, ``step``,
 ``loss``. Every file is written through a temporary file and a rename, so an interrupted sweep
 never leaves a truncated one.
 """
@@ -22,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import yaml
 
 from jaxmmcl.errors import ConfigError
+from jaxmmcl.evaluation.metrics import metric_columns
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,33 +36,23 @@ KEY_COLUMNS = ("encoder", "subset", "factor", "role", "latent")
 (``eval.readout: subsets``), the factor, the factor's role for the encoding's view (``c``,
 ``c_perm``, ``s``, ``m``, ``z``; empty when the view does not observe the factor), and the
 factor component (per-latent rows; empty on block rows)."""
-SCORE_COLUMNS = (
-    "r2_linear",
-    "r2_nonlinear",
-    "acc_linear",
-    "acc_nonlinear",
-    "mcc",
-    "val_loss",
-    "loss",
-    "status",
-)
-OPTIONAL_COLUMNS = (
-    "subset",
-    "latent",
-    "r2_linear",
-    "r2_nonlinear",
-    "acc_linear",
-    "acc_nonlinear",
-    "mcc",
-)
-"""Columns written only when some row has a value in them (the scores ``eval.metrics`` asks
-for, the subsets and components of the readouts)."""
+RUN_COLUMNS = ("val_loss", "loss", "status")
+"""A run's validation loss, final training loss and :data:`STATUSES` entry."""
+
+
+def score_columns() -> tuple[str, ...]:
+    """The factor score columns: every registered metric's
+    (:func:`jaxmmcl.evaluation.metrics.metric_columns`), in registry order."""
+    return tuple(metric_columns())
 
 
 def result_columns(param_columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The columns of ``results.csv`` for ``rows`` (module docstring)."""
-    columns = [*FIXED_COLUMNS, *param_columns, *KEY_COLUMNS, *SCORE_COLUMNS]
-    return [c for c in columns if c not in OPTIONAL_COLUMNS or any(_filled(r.get(c)) for r in rows)]
+    """The columns of ``results.csv`` for ``rows`` (module docstring). The factor score
+    columns and ``subset`` and ``latent`` are written only when some row has a value in them
+    (the scores ``eval.metrics`` asks for, the subsets and components of the readouts)."""
+    optional = {"subset", "latent", *score_columns()}
+    columns = [*FIXED_COLUMNS, *param_columns, *KEY_COLUMNS, *score_columns(), *RUN_COLUMNS]
+    return [c for c in columns if c not in optional or any(_filled(r.get(c)) for r in rows)]
 
 
 def _filled(value: Any) -> bool:

@@ -38,7 +38,7 @@ import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmmcl import interrupts, training
+from jaxmmcl import grid, interrupts
 from jaxmmcl.checkpoints import GroupCheckpoint
 from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
 from jaxmmcl.distributed import (
@@ -51,11 +51,12 @@ from jaxmmcl.distributed import (
 )
 from jaxmmcl.evaluation import protocol
 from jaxmmcl.evaluation.protocol import EvalResult, evaluate_grid, factors, readouts
+from jaxmmcl.grid import GridResult, train_grid
 from jaxmmcl.precision import check_supported
 from jaxmmcl.reports import write_report
 from jaxmmcl.results import load_results, result_columns, write_atomic, write_csv
 from jaxmmcl.sweeps import Run, Sweep
-from jaxmmcl.training import GridResult, memory_per_run, step_flops, train_grid
+from jaxmmcl.training import memory_per_run, step_flops
 
 # Fraction of a device's memory a program may plan for; the rest is XLA's working space.
 MEMORY_FRACTION = 0.5
@@ -277,8 +278,8 @@ def release_programs() -> None:
     19 groups LLVM could map no more ("Cannot allocate memory") and the process crashed. The
     next program compiles its own (from XLA's persistent cache where it can).
     """
-    training.grid_programs.cache_clear()
-    training.simulation_program.cache_clear()
+    grid.grid_programs.cache_clear()
+    grid.simulation_program.cache_clear()
     protocol.programs.cache_clear()
     jax.clear_caches()
     gc.collect()
@@ -319,7 +320,7 @@ class SweepProgress:
         self._bar.update(len(program.runs) * program.static.train.steps)
 
     def steps(self, done: int, total: int) -> None:
-        """Progress callback of :func:`jaxmmcl.training.train_grid` (after every chunk; a
+        """Progress callback of :func:`jaxmmcl.grid.train_grid` (after every chunk; a
         signal that arrived during the chunk stops the sweep here)."""
         interrupts.check()
         now = time.perf_counter()

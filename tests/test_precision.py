@@ -11,8 +11,9 @@ from conftest import TINY
 from jaxmmcl.config import PRECISIONS, ConfigError, run_config_from_dict, stack_hyperparams
 from jaxmmcl.distributed import runs_at_once, runs_mesh
 from jaxmmcl.evaluation.protocol import programs
+from jaxmmcl.grid import setup_grid
 from jaxmmcl.precision import XLA_PRECISION
-from jaxmmcl.training import init_run, setup_grid, train_step
+from jaxmmcl.training import init_run, train_step
 
 
 def dot_precisions(jaxpr) -> set[str]:

@@ -20,12 +20,12 @@ from jaxmmcl.evaluation.protocol import (
     evaluate_grid,
     readouts,
 )
+from jaxmmcl.grid import train_grid
 from jaxmmcl.keys import run_keys
 from jaxmmcl.latents import code_classes, init_latent_params
 from jaxmmcl.mechanisms import invert_mechanism
 from jaxmmcl.objective import batch_loss
 from jaxmmcl.simulation import Simulation, sample_intervened_views
-from jaxmmcl.training import train_grid
 
 KEY = jax.random.key(0)
 

@@ -54,7 +54,7 @@ def _setup(shared: bool):
 
 
 def _jax_loss(params, static, x1, x2, tau):
-    h1, h2 = encode(params, static, (x1, x2))
+    h1, h2 = encode(params, (x1, x2), static)
     return symmetric_info_nce((h1[:N], h2[:N]), (h1[N:], h2[N:]), tau)
 
 

@@ -14,7 +14,8 @@ from conftest import TINY
 
 from jaxmmcl.config import Hyperparams, run_config_from_dict, stack_hyperparams
 from jaxmmcl.evaluation.protocol import evaluate_grid
-from jaxmmcl.training import lr_multiplier, train_grid
+from jaxmmcl.grid import train_grid
+from jaxmmcl.training import lr_multiplier
 
 STATIC = run_config_from_dict(TINY).static
 HYPERS = [
@@ -94,12 +95,29 @@ def test_cosine_schedule_with_warmup():
     np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
 
 
-def test_train_run_equals_the_grid_program():
-    from jaxmmcl.training import train_run
+def test_train_run_and_make_train_vmapped_equal_the_grid_program():
+    from jaxmmcl.training import make_train, train_run
 
-    hyper = jax.tree.map(lambda x: x[0], stack_hyperparams(HYPERS[1:2]))
-    _, state, history = train_run(SEEDS[1], hyper, STATIC)
-    grid = train_grid(STATIC, jnp.asarray(SEEDS[1:2]), stack_hyperparams(HYPERS[1:2]))
-    np.testing.assert_allclose(history, grid.loss_history[0], rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(grid.params), strict=True):
-        np.testing.assert_allclose(a, b[0], rtol=1e-4, atol=1e-5)
+    hypers = stack_hyperparams(HYPERS[1:3])
+    grid = train_grid(STATIC, jnp.asarray(SEEDS[1:3]), hypers)
+    batch = jax.jit(jax.vmap(make_train(STATIC)))(jnp.asarray(SEEDS[1:3]), hypers)
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5)
+    for i in range(2):
+        alone = train_run(SEEDS[1 + i], jax.tree.map(lambda x, i=i: x[i], hypers), STATIC)
+        for trained in (alone, jax.tree.map(lambda x, i=i: x[i], batch)):
+            close(trained.loss_history, grid.loss_history[i])
+            for a, b in zip(
+                jax.tree.leaves(trained.state.params), jax.tree.leaves(grid.params), strict=True
+            ):
+                close(a, b[i])
+
+
+def test_make_train_refuses_host_drawn_simulations():
+    from jaxmmcl.errors import ConfigError
+    from jaxmmcl.training import make_train
+
+    official = dataclasses.replace(
+        STATIC, simulation=dataclasses.replace(STATIC.simulation, draws="official")
+    )
+    with pytest.raises(ConfigError, match="draws: 'official'"):
+        make_train(official)

@@ -248,7 +248,8 @@ class Metric(NamedTuple):
     """A metric (module docstring).
 
     Attributes:
-      columns: the result columns it fills.
+      columns: the result columns it fills (``results.csv`` gains them).
+      labels: each column's name in reports and figures.
       device: ``(key, h_fit, h_test, y_fit, y_test, targets) -> scores`` of one run's readouts
         ``(r, n, w)``, traced inside the run's evaluation program; or None.
       host: ``(h_fit, h_test, y_fit, y_test, targets) -> scores`` of all runs' readouts
@@ -258,15 +259,29 @@ class Metric(NamedTuple):
     """
 
     columns: tuple[str, ...]
+    labels: tuple[str, ...]
     device: Callable[..., Scores] | None = None
     host: Callable[..., Scores] | None = None
     finish: Callable[[Scores, Targets], Scores] | None = None
 
 
 METRICS: dict[str, Metric] = {
-    "r2_linear": Metric(("r2_linear",), device=linear),
-    "r2_nonlinear": Metric(("r2_nonlinear",), device=nonlinear_mlp, host=nonlinear_kernel_ridge),
-    "accuracy": Metric(("acc_linear", "acc_nonlinear"), device=accuracy),
-    "mcc": Metric(("mcc",), device=correlations, finish=mcc_scores),
+    "r2_linear": Metric(("r2_linear",), ("linear R²",), device=linear),
+    "r2_nonlinear": Metric(
+        ("r2_nonlinear",), ("nonlinear R²",), device=nonlinear_mlp, host=nonlinear_kernel_ridge
+    ),
+    "accuracy": Metric(
+        ("acc_linear", "acc_nonlinear"), ("linear accuracy", "nonlinear accuracy"), device=accuracy
+    ),
+    "mcc": Metric(("mcc",), ("MCC",), device=correlations, finish=mcc_scores),
 }
 """``eval.metrics`` names -> their :class:`Metric`."""
+
+
+def metric_columns() -> dict[str, str]:
+    """The result columns of every registered metric -> their labels, in registry order."""
+    return {
+        column: label
+        for metric in METRICS.values()
+        for column, label in zip(metric.columns, metric.labels, strict=True)
+    }

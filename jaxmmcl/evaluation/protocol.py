@@ -198,7 +198,7 @@ def encode_eval_samples(
         else:
             xs, latents = sample_views(key, simulation, static.simulation, n)
         y = jnp.concatenate([latents[name] for name in names], axis=1)
-        return encode(params, static, xs), y
+        return encode(params, xs, static), y
 
     hs_fit, y_fit = draw(fit_key, static.eval.n_fit)
     hs_test, y_test = draw(test_key, static.eval.n_test)

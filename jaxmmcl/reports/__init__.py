@@ -49,13 +49,13 @@ from typing import Any
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.reports import losses
 from jaxmmcl.reports.common import (
-    _NOT_PARAMS,
     _capital,
     _fmt,
     _left_out,
     _ordered,
     _own_factor,
     _Section,
+    not_params,
 )
 from jaxmmcl.reports.kinds import KINDS
 from jaxmmcl.reports.spec import default_report, validate_report
@@ -107,7 +107,7 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     name = str(sweep_dict.get("name") or folder.name)
     with results.open(newline="") as f:
         header = next(csv.reader(f), [])
-    params = [c for c in header if c not in _NOT_PARAMS]
+    params = [c for c in header if c not in not_params()]
     spec = sweep_dict.get("report")
     if spec is None:
         entries = default_report(sweep_dict.get("axes") or {})

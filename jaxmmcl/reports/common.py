@@ -11,30 +11,34 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxmmcl.results import FIXED_COLUMNS, KEY_COLUMNS
+from jaxmmcl.evaluation.metrics import metric_columns
+from jaxmmcl.results import FIXED_COLUMNS, KEY_COLUMNS, RUN_COLUMNS, score_columns
 from jaxmmcl.structure import ROLES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FACTOR_SCORES = ("r2_nonlinear", "r2_linear", "acc_linear", "acc_nonlinear", "mcc")
-
-RUN_SCORES = ("val_loss", "loss")
+RUN_SCORES = {"val_loss": "validation loss", "loss": "final training loss"}
+"""Scores with one value per run -> their labels."""
 # Factor names as seen from each encoding's own modality, in display order.
 
 OWN_FACTORS = ROLES
 
-_NOT_PARAMS = {*FIXED_COLUMNS, *KEY_COLUMNS, "status", *FACTOR_SCORES, *RUN_SCORES}
 
-SCORE_LABELS = {
-    "r2_nonlinear": "nonlinear R²",
-    "r2_linear": "linear R²",
-    "acc_linear": "linear accuracy",
-    "acc_nonlinear": "nonlinear accuracy",
-    "mcc": "MCC",
-    "val_loss": "validation loss",
-    "loss": "final training loss",
-}
+def factor_scores() -> tuple[str, ...]:
+    """Scores with one value per factor: the registered metrics' columns."""
+    return score_columns()
+
+
+def score_label(score: str) -> str:
+    """A score's name in titles and axes."""
+    return (metric_columns() | RUN_SCORES)[score]
+
+
+def not_params() -> set[str]:
+    """The result columns that are not a sweep's parameters."""
+    return {*FIXED_COLUMNS, *KEY_COLUMNS, *RUN_COLUMNS, *factor_scores()}
+
 
 _REQUIRED = object()
 # Per kind: key -> default (_REQUIRED: must be given; None: optional, left out when absent).
@@ -117,7 +121,7 @@ def _gather(
         if r["status"] != "ok":
             continue
         key = tuple(r[k] for k in keys)
-        if score in FACTOR_SCORES:
+        if score in factor_scores():
             own = _own_factor(r)
             if own not in factors:
                 continue
@@ -146,7 +150,7 @@ def _fmt(value: Any) -> str:
 
 
 def _digits(score: str) -> int:
-    return 2 if score in FACTOR_SCORES else 3
+    return 2 if score in factor_scores() else 3
 
 
 def _cell(stats: tuple[float, float, int], digits: int) -> str:

@@ -13,8 +13,6 @@ import numpy as np
 
 from jaxmmcl.reports.common import (
     _REQUIRED,
-    FACTOR_SCORES,
-    SCORE_LABELS,
     _cell,
     _digits,
     _encoders,
@@ -28,6 +26,8 @@ from jaxmmcl.reports.common import (
     _scope_note,
     _Section,
     _stats,
+    factor_scores,
+    score_label,
 )
 
 KEYS = {
@@ -44,8 +44,8 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
     from jaxmmcl.reports import figures
 
     x, y, factor, score = entry["x"], entry["y"], entry["factor"], entry["score"]
-    per_factor = score in FACTOR_SCORES
-    label = SCORE_LABELS[score] + (f" of {factor}" if per_factor else "")
+    per_factor = score in factor_scores()
+    label = score_label(score) + (f" of {factor}" if per_factor else "")
     title = entry.get("title") or f"{label} over {x} and {y}"
     short = f"{x.rsplit('.', 1)[-1]}-{y.rsplit('.', 1)[-1]}" + (f"-{factor}" if per_factor else "")
     short += "" if score == "r2_nonlinear" else f"-{score}"

@@ -5,19 +5,19 @@ It reads the per-latent rows (``eval.per_latent``). With ``eval.readout: subsets
 heatmap is a subset of views, its cell the mean over the subset's views and the seeds of the
 score of one component from the encoding's dimensions that hold the subset's content: the
 theory of Yao et al. says the components every view of the subset observes are recovered and
-the others are not. Keys: ``score`` (``r2_nonlinear`` or ``r2_linear``), ``where``; the columns
-are ``factor[component]``.
+the others are not. Keys: ``score`` (a metric with per-latent rows, ``r2_nonlinear`` by
+default), ``where``; the columns are ``factor[component]``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxmmcl.reports.common import (
-    SCORE_LABELS,
     _cell,
     _matches,
     _md_table,
@@ -25,10 +25,10 @@ from jaxmmcl.reports.common import (
     _number,
     _Section,
     _stats,
+    score_label,
 )
 
 KEYS = {"score": "r2_nonlinear", "where": {}}
-SCORES = ("r2_nonlinear", "r2_linear")
 
 
 def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[str]) -> _Section:
@@ -37,13 +37,13 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
 
     del params
     score = entry["score"]
-    title = entry.get("title") or f"{SCORE_LABELS[score]} of every latent component"
+    title = entry.get("title") or f"{score_label(score)} of every latent component"
     ok = [
         r
         for r in rows
         if r["status"] == "ok" and r.get("latent", "") != "" and _matches(r, entry["where"])
     ]
-    if not ok or score not in SCORES:
+    if not any(math.isfinite(_number(r.get(score))) for r in ok):
         return _Section(title, f"Skipped: no per-latent {score} in the selected ok runs.")
 
     def readout(r):
@@ -71,7 +71,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
         {None: grid},
         x_label="latent component",
         y_label=label,
-        score_label=SCORE_LABELS[score],
+        score_label=score_label(score),
         bounded=True,
         digits=2,
         title=title,
@@ -82,7 +82,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
         for y in readouts
     ]
     explanation = (
-        f"{SCORE_LABELS[score]} of each latent component alone, from each {label}'s readout; "
+        f"{score_label(score)} of each latent component alone, from each {label}'s readout; "
         f"cells: mean ± std over seeds of the mean over the {label}'s encodings ({n_note})."
     )
     return _Section(title, explanation, _md_table([label, *components], body), figure, score)

@@ -16,9 +16,7 @@ import numpy as np
 
 from jaxmmcl.reports.common import (
     _REQUIRED,
-    FACTOR_SCORES,
     OWN_FACTORS,
-    SCORE_LABELS,
     _cell,
     _digits,
     _encoders,
@@ -32,6 +30,8 @@ from jaxmmcl.reports.common import (
     _scope_note,
     _Section,
     _stats,
+    factor_scores,
+    score_label,
 )
 
 KEYS = {
@@ -49,8 +49,8 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
     from jaxmmcl.reports import figures
 
     x, hue, score = entry["x"], entry.get("hue"), entry["score"]
-    per_factor = score in FACTOR_SCORES
-    title = entry.get("title") or f"{SCORE_LABELS[score]} vs {x}" + (f" by {hue}" if hue else "")
+    per_factor = score in factor_scores()
+    title = entry.get("title") or f"{score_label(score)} vs {x}" + (f" by {hue}" if hue else "")
     short = x.rsplit(".", 1)[-1] + (f"-by-{hue.rsplit('.', 1)[-1]}" if hue else "")
     short += "" if score == "r2_nonlinear" else f"-{score}"
     ok = [r for r in rows if r["status"] == "ok" and _matches(r, entry["where"])]
@@ -87,7 +87,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
         x_values,
         panels,
         x_label=x,
-        score_label=SCORE_LABELS[score],
+        score_label=score_label(score),
         bounded=per_factor,
         xscale=entry.get("xscale"),
         hue_label=hue,
@@ -104,6 +104,6 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
         for xv in x_values
     ]
     what = "each encoding's own-modality factor blocks" if per_factor else "each run"
-    explanation = f"{SCORE_LABELS[score]} of {what}; cells: mean ± std over seeds ({n_note})"
+    explanation = f"{score_label(score)} of {what}; cells: mean ± std over seeds ({n_note})"
     explanation += f"; {scope}." if scope else "."
     return _Section(title, explanation, _md_table(header, body), figure, short)

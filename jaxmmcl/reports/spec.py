@@ -10,11 +10,11 @@ from typing import Any
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.reports.common import (
     _REQUIRED,
-    FACTOR_SCORES,
     OWN_FACTORS,
     RUN_SCORES,
     _is_number,
     _is_scalar,
+    factor_scores,
 )
 from jaxmmcl.reports.kinds import KINDS
 
@@ -83,7 +83,9 @@ def _validate_entry(where: str, kind: str, fields: dict, columns: list[str]) -> 
     for key in ("x", "y", "rows", "columns"):
         column(key)
     column("hue", ("seed",))
-    scores = FACTOR_SCORES if KINDS[kind].factor_scores_only else (*FACTOR_SCORES, *RUN_SCORES)
+    scores = factor_scores()
+    if not KINDS[kind].factor_scores_only:
+        scores += tuple(RUN_SCORES)
     if entry["score"] not in scores:
         raise ConfigError(
             f"{where}.score: unknown score {entry['score']!r} (valid: {', '.join(scores)})"

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from jaxmmcl.reports.common import (
-    SCORE_LABELS,
     _left_out,
     _mean_std,
     _number,
     _own_factor,
     _Section,
     _stats,
+    score_label,
 )
 
 KEYS = {"rows": "setting", "columns": "mechanism", "score": "r2_nonlinear"}
@@ -86,7 +86,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
     from jaxmmcl.reports import figures
 
     row_axis, column_axis, score = entry["rows"], entry["columns"], entry["score"]
-    title = entry.get("title") or f"{SCORE_LABELS[score]} by {row_axis} and {column_axis}"
+    title = entry.get("title") or f"{score_label(score)} by {row_axis} and {column_axis}"
     explanation = (
         "Each cell: mean ± std over seeds of the per-seed average of the two encodings, each "
         "scored on its own modality's block (c: content, s: style, m: modality-specific). "
@@ -101,7 +101,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
         row_values,
         column_values,
         row_axis=row_axis,
-        score_label=SCORE_LABELS[score],
+        score_label=score_label(score),
         title=title,
         caption="bars: mean over seeds of the two encodings' scores; error bars: ± 1 std",
     )
