@@ -2,6 +2,7 @@
 
     jaxmmcl run SWEEP.yaml --out DIR [--scale NAME] [--set key=value ...] [options]
     jaxmmcl reproduce NAME [--out DIR] [--scale cpu|paper] [--set key=value ...] [options]
+    jaxmmcl reproduce --list
     jaxmmcl report DIR
     jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
@@ -22,17 +23,31 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 from jaxmmcl.config import ConfigError
 from jaxmmcl.imgtxt.cli import add_data_parser, run_data, run_reproduce
+from jaxmmcl.results import read_yaml
 
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+# The experiments' sweep files are package data (the repository's top-level sweeps/ links
+# here), so that an installed jaxmmcl finds them wherever it runs.
+SWEEPS_DIR = Path(str(resources.files("jaxmmcl") / "experiments"))
+IMGTXT_SUMMARY = "The image/text experiment: image and text factors against the encoding size"
 
 
 def available_sweeps() -> list[str]:
-    """Names accepted by ``jaxmmcl reproduce``: the files in the repository's ``sweeps/``."""
+    """Names of the sweep files that ``jaxmmcl reproduce`` runs (``imgtxt`` aside)."""
     return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def experiment_summaries() -> dict[str, str]:
+    """Every experiment of ``jaxmmcl reproduce`` -> its one-line summary."""
+    summaries = {
+        name: str(read_yaml((SWEEPS_DIR / f"{name}.yaml").read_text()).get("summary") or "")
+        for name in available_sweeps()
+    }
+    return summaries | {"imgtxt": IMGTXT_SUMMARY}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,7 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
 
     reproduce = sub.add_parser("reproduce", help="run one of the paper's experiments")
-    reproduce.add_argument("name", help=f"one of: {', '.join([*available_sweeps(), 'imgtxt'])}")
+    reproduce.add_argument(
+        "name", nargs="?", help=f"one of: {', '.join([*available_sweeps(), 'imgtxt'])}"
+    )
+    reproduce.add_argument(
+        "--list", action="store_true", help="name every experiment with its summary; run nothing"
+    )
     reproduce.add_argument("--out", help="output folder (default: runs/NAME-SCALE)")
     common(reproduce)
     reproduce.add_argument(
@@ -203,6 +223,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             _run(Path(args.sweep), Path(args.out), args)
         elif args.command == "data":
             run_data(args)
+        elif args.command == "reproduce" and (args.list or args.name is None):
+            if not args.list:
+                raise ConfigError(
+                    "reproduce: name an experiment or give --list "
+                    f"(available: {', '.join([*available_sweeps(), 'imgtxt'])})"
+                )
+            for name, summary in experiment_summaries().items():
+                print(f"{name:<15} {summary}")
         elif args.command == "reproduce" and args.name == "imgtxt":
             _refuse_sweep_options(args)
             run_reproduce(args)

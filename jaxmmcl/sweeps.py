@@ -46,7 +46,7 @@ from jaxmmcl.config import (
 from jaxmmcl.reports import validate_report
 from jaxmmcl.results import read_yaml, yaml_error_line
 
-SWEEP_KEYS = ("name", "description", "default_scale", "base", "scales", "axes", "report")
+SWEEP_KEYS = ("name", "summary", "description", "default_scale", "base", "scales", "axes", "report")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Sweep:
       base: flat dotted-key base config.
       axes: axis name -> list of values (plain axis), mapping label -> overrides (named axis)
         or ``{"zip": {key: values}}`` (zipped axis).
+      summary: one line (``jaxmmcl reproduce --list`` shows it).
       description: free text.
       report: the report section, validated (see :func:`jaxmmcl.reports.validate_report`);
         None draws the default report.
@@ -81,6 +82,7 @@ class Sweep:
     name: str
     base: dict[str, Any]
     axes: dict[str, Any]
+    summary: str = ""
     description: str = ""
     report: list[dict[str, Any]] | None = None
     runs: list[Run] = field(init=False)
@@ -125,6 +127,7 @@ class Sweep:
         base = flatten(RunConfig().to_dict()) | self.base
         spec = {
             "name": self.name,
+            "summary": self.summary,
             "description": self.description,
             "base": unflatten(base),
             "axes": self.axes,
@@ -338,6 +341,7 @@ def load_sweep(
         name=name,
         base=base,
         axes=axes,
+        summary=str(spec.get("summary") or ""),
         description=str(spec.get("description") or ""),
         report=spec.get("report"),
     )

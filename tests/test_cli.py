@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from jaxmmcl.cli import main
+from jaxmmcl.cli import SWEEPS_DIR, main
 from jaxmmcl.config import ConfigError, run_config_from_dict
 from jaxmmcl.reports import load_results
 from jaxmmcl.sweeps import load_sweep
@@ -147,3 +152,56 @@ def test_imgtxt_refuses_sweep_options_and_data_is_imgtxt_only(capsys):
     assert main(["reproduce", "table1", "--data", "somewhere"]) == 2
     err = capsys.readouterr().err
     assert "--dry-run applies to sweeps only" in err and "--data: only for reproduce imgtxt" in err
+
+
+def test_reproduce_list_names_every_experiment_with_its_summary(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == [*sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")), "imgtxt"]
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # a summary on every line
+    assert main(["reproduce"]) == 2
+    assert "--list" in capsys.readouterr().err
+
+
+def test_the_top_level_sweeps_folder_is_the_package_data():
+    # One copy of the sweep files: the repository's sweeps/ links to the installed ones.
+    top = Path(__file__).resolve().parent.parent / "sweeps"
+    assert top.resolve() == SWEEPS_DIR.resolve()
+
+
+def test_a_built_wheel_reproduces_from_an_empty_directory(tmp_path):
+    # Build the wheel from a copy of the sources (no build/ or egg-info left in the checkout),
+    # install it alone into a fresh folder and run it with -S: no site-packages .pth hooks, so
+    # neither this checkout's editable install nor its sweeps/ can be what is found.
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    shutil.copytree(root / "jaxmmcl", src / "jaxmmcl", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "dist", src], check=True)
+    (wheel,) = (tmp_path / "dist").glob("jaxmmcl-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dependencies = [p for p in sys.path if p.endswith("site-packages")]
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1]]; sys.path += sys.argv[2:];"
+        "import jaxmmcl; from jaxmmcl.cli import main;"
+        "print(jaxmmcl.__file__); sys.exit(main(['reproduce', 'table1', '--dry-run']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code, site, *dependencies],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0].startswith(str(site))
+    assert "sweep 'table1': 30 runs" in proc.stdout
+    assert list(empty.iterdir()) == []  # a dry run writes nothing
