@@ -9,6 +9,8 @@ the interrupted one from its last checkpoint, with results identical to an unint
 Output folder layout::
 
     DIR/config.yaml     the resolved sweep (``jaxmmcl run DIR/config.yaml`` repeats it)
+    DIR/provenance.yaml versions, devices, start and end, each program's times
+                        (:mod:`jaxmmcl.provenance`)
     DIR/results.csv     one row per run x encoder x factor
     DIR/losses.csv      the mean training loss of every log_every chunk of every run
     DIR/NAME.md         tables of the sweep's report, with the figures NAME-*.png
@@ -38,7 +40,7 @@ import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmmcl import grid, interrupts
+from jaxmmcl import grid, interrupts, provenance
 from jaxmmcl.checkpoints import GroupCheckpoint
 from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
 from jaxmmcl.distributed import (
@@ -54,7 +56,7 @@ from jaxmmcl.evaluation.protocol import EvalResult, evaluate_grid, factors, read
 from jaxmmcl.grid import GridResult, train_grid
 from jaxmmcl.precision import check_supported
 from jaxmmcl.reports import write_report
-from jaxmmcl.results import load_results, result_columns, write_atomic, write_csv
+from jaxmmcl.results import load_results, read_yaml, result_columns, write_atomic, write_csv
 from jaxmmcl.sweeps import Run, Sweep
 from jaxmmcl.training import memory_per_run, step_flops
 
@@ -480,12 +482,14 @@ def _run_sweep(
             shutil.rmtree(state_dir, ignore_errors=True)
         state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
+        prov = _start_provenance(out, resume and not force)
     barrier("folder written")
     finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
     progress = SweepProgress(programs, show_progress and writer)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     loss_rows: list[dict[str, Any]] = []
+    timings: dict[str, dict[str, Any]] = {}
     for k, program in enumerate(programs):
         interrupts.check()
         record = state_dir / f"{program.name}.json"
@@ -493,12 +497,23 @@ def _run_sweep(
             stored = json.loads(record.read_text())
             rows += stored["rows"]
             loss_rows += stored["losses"]
+            if "timing" in stored:  # absent in the records of older versions
+                timings[program.name] = stored["timing"]
             progress.skip(program)
             continue
         progress.start(k, program)
-        rows_k, losses_k = _run_program(sweep, program, state_dir, checkpoint_every, progress)
+        t0 = time.perf_counter()
+        rows_k, losses_k, compile_s = _run_program(
+            sweep, program, state_dir, checkpoint_every, progress
+        )
+        timing = {
+            "runs": len(program.runs),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "compile_s": round(compile_s, 2),
+        }
+        timings[program.name] = timing
         if writer:
-            write_atomic(record, json.dumps({"rows": rows_k, "losses": losses_k}))
+            write_atomic(record, json.dumps({"rows": rows_k, "losses": losses_k, "timing": timing}))
             shutil.rmtree(state_dir / "checkpoints" / program.name, ignore_errors=True)
         rows += rows_k
         loss_rows += losses_k
@@ -506,6 +521,8 @@ def _run_sweep(
     progress.close()
     interrupts.check()
     if writer:
+        prov |= {"finished": provenance.now(), "programs": timings}
+        write_atomic(out / provenance.FILE, yaml.safe_dump(prov, sort_keys=False))
         _write_outputs(sweep, out, rows, loss_rows)
         shutil.rmtree(state_dir, ignore_errors=True)
     if show_progress and writer:
@@ -517,13 +534,29 @@ def _run_sweep(
     return sorted(rows, key=lambda r: r["run"])
 
 
+def _start_provenance(out: Path, resumed: bool) -> dict[str, Any]:
+    """Writes ``provenance.yaml`` for a sweep starting (or resumed) in ``out``; returns it."""
+    path = out / provenance.FILE
+    earlier = None
+    if resumed and path.is_file():
+        with contextlib.suppress(yaml.YAMLError):  # a damaged record: the start is lost only
+            earlier = read_yaml(path.read_text())
+    started = earlier.get("started") if isinstance(earlier, dict) else None
+    prov = {"started": started or provenance.now()}
+    prov["environment"] = provenance.environment()
+    write_atomic(path, yaml.safe_dump(prov, sort_keys=False))
+    return prov
+
+
 def _run_program(
     sweep: Sweep,
     program: Program,
     state_dir: Path,
     checkpoint_every: float,
     progress: SweepProgress,
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], float]:
+    """Trains and evaluates one program; returns its result rows, its loss rows and the
+    seconds spent compiling its training programs."""
     static, runs = program.static, list(program.runs)
     seeds = np.asarray([run.config.seed for run in runs])
     hypers = stack_hyperparams([run.config.hyper for run in runs])
@@ -544,7 +577,7 @@ def _run_program(
         for i, run in enumerate(runs)
         for c, loss in enumerate(trained.loss_history[i])
     ]
-    return rows, losses
+    return rows, losses, trained.compile_seconds
 
 
 def _write_outputs(sweep: Sweep, out: Path, rows: list[dict], loss_rows: list[dict]) -> None:

@@ -42,6 +42,19 @@ def test_cli_run_writes_results_config_and_table(tmp_path, tiny_sweep, capsys):
     assert "| independent |" in table and "multimodal: c" in table
     assert "| independent |" in capsys.readouterr().out
 
+    # What made the folder: versions, devices, times of each program; shown by the report.
+    import jax
+
+    prov = yaml.safe_load((tmp_path / "out" / "provenance.yaml").read_text())
+    env = prov["environment"]
+    assert env["versions"]["jax"] == jax.__version__ and env["versions"]["python"]
+    assert (env["backend"], env["devices"], env["processes"]) == ("cpu", jax.device_count(), 1)
+    assert len(env["git_commit"] or "0" * 40) == 40
+    assert prov["started"] <= prov["finished"]
+    assert [p["runs"] for p in prov["programs"].values()] == [4, 4]
+    assert all(0 < p["compile_s"] < p["wall_s"] for p in prov["programs"].values())
+    assert "## Provenance" in table and f"jax {jax.__version__}" in table
+
     # The saved config repeats the sweep exactly; the same sweep gives identical results.
     again = tmp_path / "again"
     assert main(["run", str(tmp_path / "out" / "config.yaml"), "--out", str(again), "--quiet"]) == 0

@@ -237,8 +237,12 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / "results.csv").exists()
+    started = yaml.safe_load((out / "provenance.yaml").read_text())["started"]
 
     assert main(["run", str(path), "--out", str(out), "--quiet", "--resume"]) == 0
+    provenance = yaml.safe_load((out / "provenance.yaml").read_text())
+    assert provenance["started"] == started and provenance["finished"] >= started
+    assert sum(p["runs"] for p in provenance["programs"].values()) == 6
     assert main(["run", str(path), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
     assert (out / "results.csv").read_text() == (tmp_path / "whole" / "results.csv").read_text()
     assert (out / "losses.csv").read_text() == (tmp_path / "whole" / "losses.csv").read_text()
@@ -332,7 +336,10 @@ def test_two_processes_write_one_results_file(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".csv", ".yaml")) == [
         "config.yaml",
         "losses.csv",
+        "provenance.yaml",
         "results.csv",
     ]
+    environment = yaml.safe_load((out / "provenance.yaml").read_text())["environment"]
+    assert (environment["processes"], environment["devices"]) == (2, 4)
     assert main(["run", str(path), "--out", str(tmp_path / "single"), "--quiet"]) == 0
     _assert_same_results(out, tmp_path / "single", rtol=1e-4, atol=1e-5)

@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxmmcl import provenance
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.reports import losses
 from jaxmmcl.reports.common import (
@@ -79,7 +80,8 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     Reads ``results.csv``, ``losses.csv`` (optional: without it there is no loss figure) and,
     when ``sweep_dict`` is ``None``, ``config.yaml``. The report is the sweep's ``report:``
     section (see the module docstring), or :func:`default_report` of its axes when the section
-    is absent or null; the training-loss figure is always added. Runs that diverged or failed
+    is absent or null; the training-loss figure is always added, and ``provenance.yaml``, when
+    the folder has one, as the last section. Runs that diverged or failed
     are left out of every mean and listed in the Markdown. Every file is written atomically.
 
     Args:
@@ -153,6 +155,8 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
             lines.append(f"![{section.title}]({path.name})\n")
         if section.table:
             lines.append(section.table)
+    if (folder / provenance.FILE).is_file():
+        lines.append(provenance.markdown(read_yaml((folder / provenance.FILE).read_text()) or {}))
     markdown = folder / f"{name}.md"
     write_atomic(markdown, "\n".join(lines))
     written.append(markdown)
