@@ -223,14 +223,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             _run(Path(args.sweep), Path(args.out), args)
         elif args.command == "data":
             run_data(args)
-        elif args.command == "reproduce" and (args.list or args.name is None):
-            if not args.list:
-                raise ConfigError(
-                    "reproduce: name an experiment or give --list "
-                    f"(available: {', '.join([*available_sweeps(), 'imgtxt'])})"
-                )
+        elif args.command == "reproduce" and args.list:
             for name, summary in experiment_summaries().items():
                 print(f"{name:<15} {summary}")
+        elif args.command == "reproduce" and args.name is None:
+            raise ConfigError(
+                "reproduce: name an experiment or give --list "
+                f"(available: {', '.join([*available_sweeps(), 'imgtxt'])})"
+            )
         elif args.command == "reproduce" and args.name == "imgtxt":
             _refuse_sweep_options(args)
             run_reproduce(args)

@@ -25,11 +25,6 @@ RUN_SCORES = {"val_loss": "validation loss", "loss": "final training loss"}
 OWN_FACTORS = ROLES
 
 
-def factor_scores() -> tuple[str, ...]:
-    """Scores with one value per factor: the registered metrics' columns."""
-    return score_columns()
-
-
 def score_label(score: str) -> str:
     """A score's name in titles and axes."""
     return (metric_columns() | RUN_SCORES)[score]
@@ -37,7 +32,7 @@ def score_label(score: str) -> str:
 
 def not_params() -> set[str]:
     """The result columns that are not a sweep's parameters."""
-    return {*FIXED_COLUMNS, *KEY_COLUMNS, *RUN_COLUMNS, *factor_scores()}
+    return {*FIXED_COLUMNS, *KEY_COLUMNS, *RUN_COLUMNS, *score_columns()}
 
 
 _REQUIRED = object()
@@ -117,11 +112,12 @@ def _gather(
       scores by the encoder and the own-modality factor (only those in ``factors``).
     """
     cells: dict[tuple, dict[Any, float]] = {}
+    per_factor = score in score_columns()
     for r in rows:
         if r["status"] != "ok":
             continue
         key = tuple(r[k] for k in keys)
-        if score in factor_scores():
+        if per_factor:
             own = _own_factor(r)
             if own not in factors:
                 continue
@@ -150,7 +146,7 @@ def _fmt(value: Any) -> str:
 
 
 def _digits(score: str) -> int:
-    return 2 if score in factor_scores() else 3
+    return 2 if score in score_columns() else 3
 
 
 def _cell(stats: tuple[float, float, int], digits: int) -> str:

@@ -26,9 +26,9 @@ from jaxmmcl.reports.common import (
     _scope_note,
     _Section,
     _stats,
-    factor_scores,
     score_label,
 )
+from jaxmmcl.results import score_columns
 
 KEYS = {
     "x": _REQUIRED,
@@ -44,7 +44,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
     from jaxmmcl.reports import figures
 
     x, y, factor, score = entry["x"], entry["y"], entry["factor"], entry["score"]
-    per_factor = score in factor_scores()
+    per_factor = score in score_columns()
     label = score_label(score) + (f" of {factor}" if per_factor else "")
     title = entry.get("title") or f"{label} over {x} and {y}"
     short = f"{x.rsplit('.', 1)[-1]}-{y.rsplit('.', 1)[-1]}" + (f"-{factor}" if per_factor else "")

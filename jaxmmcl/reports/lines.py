@@ -30,9 +30,9 @@ from jaxmmcl.reports.common import (
     _scope_note,
     _Section,
     _stats,
-    factor_scores,
     score_label,
 )
+from jaxmmcl.results import score_columns
 
 KEYS = {
     "x": _REQUIRED,
@@ -49,7 +49,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
     from jaxmmcl.reports import figures
 
     x, hue, score = entry["x"], entry.get("hue"), entry["score"]
-    per_factor = score in factor_scores()
+    per_factor = score in score_columns()
     title = entry.get("title") or f"{score_label(score)} vs {x}" + (f" by {hue}" if hue else "")
     short = x.rsplit(".", 1)[-1] + (f"-by-{hue.rsplit('.', 1)[-1]}" if hue else "")
     short += "" if score == "r2_nonlinear" else f"-{score}"

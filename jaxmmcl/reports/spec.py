@@ -14,9 +14,9 @@ from jaxmmcl.reports.common import (
     RUN_SCORES,
     _is_number,
     _is_scalar,
-    factor_scores,
 )
 from jaxmmcl.reports.kinds import KINDS
+from jaxmmcl.results import score_columns
 
 
 def validate_report(spec: Any, param_columns: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
@@ -83,7 +83,7 @@ def _validate_entry(where: str, kind: str, fields: dict, columns: list[str]) -> 
     for key in ("x", "y", "rows", "columns"):
         column(key)
     column("hue", ("seed",))
-    scores = factor_scores()
+    scores = score_columns()
     if not KINDS[kind].factor_scores_only:
         scores += tuple(RUN_SCORES)
     if entry["score"] not in scores:
