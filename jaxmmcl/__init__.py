@@ -4,7 +4,7 @@ learning (Daunhawer et al., ICLR 2023).
 The data flow, one module per step::
 
     config, structure -> latents -> mechanisms -> simulation -> encoders -> losses -> objective
-           -> training -> evaluation -> sweeps / runner -> results, reports -> cli
+           -> training -> evaluation -> sweeps / runner -> results (frames), reports -> cli
 """
 
 from jaxmmcl.config import (
@@ -16,8 +16,8 @@ from jaxmmcl.config import (
     stack_hyperparams,
 )
 from jaxmmcl.evaluation.protocol import evaluate_grid
+from jaxmmcl.frames import load_losses, load_results
 from jaxmmcl.grid import train_grid
-from jaxmmcl.results import load_results
 from jaxmmcl.runner import run_sweep
 from jaxmmcl.simulation import init_simulation, sample_views
 from jaxmmcl.structure import Structure
@@ -32,6 +32,7 @@ __all__ = [
     "Structure",
     "evaluate_grid",
     "init_simulation",
+    "load_losses",
     "load_results",
     "load_sweep",
     "make_train",

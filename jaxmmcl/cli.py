@@ -4,6 +4,7 @@
     jaxmmcl reproduce NAME [--out DIR] [--scale cpu|paper] [--set key=value ...] [options]
     jaxmmcl reproduce --list
     jaxmmcl report DIR
+    jaxmmcl export DIR --to tensorboard|wandb
     jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
 
@@ -13,7 +14,8 @@ Options of run and reproduce: ``--dry-run`` (print the plan, run nothing), ``--r
 (continue an interrupted sweep in DIR), ``--force`` (start DIR over), ``--checkpoint-every
 SECONDS``, ``--max-runs N`` (runs per compiled program), ``--threads N`` (XLA's CPU thread pool;
 results independent of the device count), ``--distributed [HOST:PORT]`` (join a multi-process
-job; see :mod:`jaxmmcl.distributed`), ``--quiet``.
+job; see :mod:`jaxmmcl.distributed`), ``--log tensorboard|wandb`` (follow the runs live; see
+:mod:`jaxmmcl.tracking`), ``--quiet``.
 
 Bad input exits with status 2 and one line naming the offending key and value.
 """
@@ -23,22 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
 from jaxmmcl.config import ConfigError
 from jaxmmcl.imgtxt.cli import add_data_parser, run_data, run_reproduce
 from jaxmmcl.results import read_yaml
+from jaxmmcl.sweeps import SWEEPS_DIR, available_sweeps
+from jaxmmcl.tracking import TRACKERS, export_sweep
 
-# The experiments' sweep files are package data (the repository's top-level sweeps/ links
-# here), so that an installed jaxmmcl finds them wherever it runs.
-SWEEPS_DIR = Path(str(resources.files("jaxmmcl") / "experiments"))
 IMGTXT_SUMMARY = "The image/text experiment: image and text factors against the encoding size"
-
-
-def available_sweeps() -> list[str]:
-    """Names of the sweep files that ``jaxmmcl reproduce`` runs (``imgtxt`` aside)."""
-    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
 def experiment_summaries() -> dict[str, str]:
@@ -68,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
             help="override a config key (dotted, e.g. train.steps=1000); repeatable",
         )
         p.add_argument("--quiet", action="store_true", help="no progress display")
+        p.add_argument(
+            "--log",
+            action="append",
+            default=[],
+            choices=sorted(TRACKERS),
+            help="follow every run live in TensorBoard (DIR/tensorboard/) or Weights & Biases "
+            "(grouped by sweep; WANDB_MODE=offline works); repeatable",
+        )
         p.add_argument(
             "--dry-run",
             action="store_true",
@@ -126,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="rewrite the tables and figures of a sweep folder")
     report.add_argument("dir", help="a folder written by run or reproduce")
+    export = sub.add_parser(
+        "export", help="send a finished sweep to TensorBoard or W&B, as --log would have"
+    )
+    export.add_argument("dir", help="a folder written by run or reproduce")
+    export.add_argument(
+        "--to", action="append", required=True, choices=sorted(TRACKERS), help="repeatable"
+    )
     add_data_parser(sub)
     return parser
 
@@ -153,6 +163,7 @@ def _run(sweep_path: Path, out: Path, args: argparse.Namespace) -> None:
         force=args.force,
         checkpoint_every=args.checkpoint_every,
         max_runs=args.max_runs,
+        log=args.log,
     )
     if is_writer():
         report = out / f"{sweep.name}.md"
@@ -176,6 +187,7 @@ def _refuse_sweep_options(args: argparse.Namespace) -> None:
         "--force": args.force,
         "--max-runs": args.max_runs,
         "--distributed": args.distributed,
+        "--log": args.log,
     }
     for flag, value in given.items():
         if value:
@@ -248,6 +260,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.scale = scale
             out = Path(args.out or f"runs/{args.name}-{scale}")
             _run(SWEEPS_DIR / f"{args.name}.yaml", out, args)
+        elif args.command == "export":
+            runs = export_sweep(Path(args.dir), args.to)
+            print(f"exported {runs} runs of {args.dir} to {', '.join(dict.fromkeys(args.to))}")
         else:
             _report(Path(args.dir))
     except ConfigError as err:

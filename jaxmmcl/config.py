@@ -107,6 +107,12 @@ class SimulationConfig:
         global state, a ``torch.Generator``), so that a run and an official run of the same
         seed see the same simulation (:mod:`jaxmmcl.official`). Needs ``mixing: mlp``,
         ``discrete: none`` and, for causal dependence, PyTorch.
+      n_train: the size of the run's training set: ``0`` (the default, as the paper's code)
+        draws fresh pairs at every step; N > 0 draws a fixed set of N pairs once, from the
+        run's seed, and trains on it in shuffled epochs of ``N // (2 * train.batch_size)``
+        steps (each step's pairs and its independent batch of negatives come from the set;
+        see :mod:`jaxmmcl.training`). Needs N >= 2 * ``train.batch_size``. The evaluation and
+        the validation loss always draw fresh samples, so they measure generalisation.
     """
 
     n_c: int = 5
@@ -122,6 +128,7 @@ class SimulationConfig:
     n_classes: int = 5
     causal: str = "linear"
     draws: str = "jax"
+    n_train: int = 0
 
     def __post_init__(self):
         _check_int("simulation.n_c", self.n_c, 1)
@@ -137,6 +144,7 @@ class SimulationConfig:
         _check_int("simulation.n_classes", self.n_classes, 2)
         _check_choice("simulation.causal", self.causal, DEPENDENCES)
         _check_choice("simulation.draws", self.draws, DRAWS)
+        _check_int("simulation.n_train", self.n_train, 0)
         if self.draws == "official":
             for key, value, needed in (
                 ("simulation.mixing", self.mixing, "mlp"),
@@ -330,6 +338,13 @@ class StaticConfig:
     def __post_init__(self):
         if self.train.warmup_steps >= self.train.steps:
             _fail("train.warmup_steps", self.train.warmup_steps, "fewer than train.steps")
+        if 0 < self.simulation.n_train < 2 * self.train.batch_size:
+            _fail(
+                "simulation.n_train",
+                self.simulation.n_train,
+                f"0 or at least 2 x train.batch_size = {2 * self.train.batch_size} (each step "
+                "takes its pairs and their negatives from the set)",
+            )
         structure = self.structure
         dims = {structure.view_dim(v) for v in range(structure.n_views)}
         if self.simulation.shared_mixing and len(dims) > 1:

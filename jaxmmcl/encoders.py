@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -145,6 +146,9 @@ def encode(params: dict, xs: tuple[jnp.ndarray, ...], static: StaticConfig) -> t
     With a shared encoder all views go through one matrix product of K times the rows, which
     keeps the matmuls large.
     """
+    chex.assert_equal(len(xs), static.structure.n_views)
+    for v, x in enumerate(xs):
+        chex.assert_shape(x, (None, static.view_dim(v)))
     if static.model.shared_encoder:
         h = encoder_module(static).apply(params["g1"], jnp.concatenate(xs))
         bounds = np.cumsum([0, *(x.shape[0] for x in xs)])

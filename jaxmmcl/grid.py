@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +142,7 @@ class GridResult:
 
 
 ProgressFn = Callable[[int, int], None]
+LossFn = Callable[[int, np.ndarray], None]
 
 
 class Checkpoint(Protocol):
@@ -215,6 +217,7 @@ def train_grid(
     hypers: HyperArrays,
     progress: ProgressFn | None = None,
     *,
+    on_chunk: LossFn | None = None,
     mesh: Mesh | None = None,
     checkpoint: Checkpoint | None = None,
     at_once: int | str | None = "auto",
@@ -230,6 +233,9 @@ def train_grid(
       seeds: ``(R,)`` integer seeds.
       hypers: stacked hyperparameters, leading axis R.
       progress: called as ``progress(steps_done, steps_total)`` after each chunk.
+      on_chunk: called as ``on_chunk(step, losses)`` after each chunk with its last step and
+        its mean training loss per run, ``(R,)`` (a row of ``loss_history``); after a restore,
+        first once for every restored chunk, so that it sees the whole history.
       mesh: a one-axis device mesh (see :func:`jaxmmcl.distributed.runs_mesh`).
       checkpoint: where to resume from and save to; None trains from scratch, unsaved.
       at_once: runs each device computes as one vmapped batch (None: all of them); "auto"
@@ -237,6 +243,8 @@ def train_grid(
         rounding.
     """
     runs = len(seeds)
+    chex.assert_shape(seeds, (runs,))
+    chex.assert_tree_shape_prefix(hypers, (runs,))
     lengths = chunk_lengths(static.train)
     total = static.train.steps
     t0 = time.perf_counter()
@@ -251,6 +259,10 @@ def train_grid(
     if restored is not None:
         state, history = restored
         done = int(to_host(state.step)[0])
+        if on_chunk is not None:
+            for c, end in enumerate(itertools.accumulate(lengths)):
+                if end <= done:
+                    on_chunk(end, history[:runs, c])
         if progress is not None:
             progress(done, total)
     executables = {}
@@ -269,6 +281,8 @@ def train_grid(
         history[:, c] = to_host(loss)
         train_seconds += time.perf_counter() - t0
         done = end
+        if on_chunk is not None:
+            on_chunk(end, history[:runs, c])
         if checkpoint is not None:
             checkpoint.maybe_save(done, state, history, force=done == total)
         if progress is not None:

@@ -5,8 +5,8 @@ factor component). Its columns, in order: ``run``, ``group``, ``seed``, the swee
 columns, then :data:`KEY_COLUMNS`, the metrics' score columns (:func:`score_columns`, those a
 sweep fills) and :data:`RUN_COLUMNS`; ``subset`` and ``latent`` only when its evaluation has
 them. ``losses.csv`` holds ``run``, ``step``,
-``loss``. Every file is written through a temporary file and a rename, so an interrupted sweep
-never leaves a truncated one.
+``loss``. :mod:`jaxmmcl.frames` reads both as DataFrames. Every file is written through a
+temporary file and a rename, so an interrupted sweep never leaves a truncated one.
 """
 
 from __future__ import annotations
@@ -107,10 +107,13 @@ def _parse(value: str) -> Any:
 
 
 _REQUIRED_COLUMNS = ("run", "group", "seed", "encoder", "factor", "status")
+_LOSS_COLUMNS = ("run", "step", "loss")
 
 
-def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a ``results.csv`` (or the folder holding it) into a list of typed rows.
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Reads a ``results.csv`` (or the folder holding it) into a list of typed rows (numbers,
+    booleans, strings; an empty cell is ``""``). :func:`jaxmmcl.load_results` gives a
+    DataFrame.
 
     Raises:
       ConfigError: naming the file (and line) when it is missing, lacks a column the runner
@@ -118,13 +121,17 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
         file truncated by a crash or an edit).
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / "results.csv"
-    return read_rows(path, _REQUIRED_COLUMNS)
+    return read_rows(path / "results.csv" if path.is_dir() else path, _REQUIRED_COLUMNS)
+
+
+def read_losses(path: str | Path) -> list[dict[str, Any]]:
+    """Reads a ``losses.csv`` (or the folder holding it) as :func:`read_results` does."""
+    path = Path(path)
+    return read_rows(path / "losses.csv" if path.is_dir() else path, _LOSS_COLUMNS)
 
 
 def read_rows(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
-    """The typed rows of a CSV the runner wrote, checked as :func:`load_results` says."""
+    """The typed rows of a CSV the runner wrote, checked as :func:`read_results` says."""
     where = repr(str(path))
     if not path.is_file():
         raise ConfigError(f"{where}: no such file")

@@ -40,7 +40,7 @@ import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmmcl import grid, interrupts, provenance
+from jaxmmcl import grid, interrupts, provenance, tracking
 from jaxmmcl.checkpoints import GroupCheckpoint
 from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
 from jaxmmcl.distributed import (
@@ -56,7 +56,7 @@ from jaxmmcl.evaluation.protocol import EvalResult, evaluate_grid, factors, read
 from jaxmmcl.grid import GridResult, train_grid
 from jaxmmcl.precision import check_supported
 from jaxmmcl.reports import write_report
-from jaxmmcl.results import load_results, read_yaml, result_columns, write_atomic, write_csv
+from jaxmmcl.results import read_results, read_yaml, result_columns, write_atomic, write_csv
 from jaxmmcl.sweeps import Run, Sweep
 from jaxmmcl.training import memory_per_run, step_flops
 
@@ -161,6 +161,7 @@ def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
             f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths())}"
             f" enc={static.encoding_size()}{' shared-g' if static.model.shared_encoder else ''}"
             f" batch={static.train.batch_size} steps={static.train.steps}"
+            + (f" n_train={sim.n_train}" if sim.n_train else "")
         )
         lines.append(
             f"{program.name:<18}{runs:>5} {padded:>6}  {_bytes(memory):>13}  "
@@ -202,6 +203,13 @@ def factor_roles(static: StaticConfig, factors: Sequence[str]) -> dict[tuple[int
     return roles
 
 
+def run_params(sweep: Sweep, run: Run) -> dict[str, Any]:
+    """A run's ``seed`` and grid parameters, by ``results.csv`` column."""
+    flat = run.config.flat()
+    params = {col: run.params.get(col, flat.get(col)) for col in sweep.param_columns}
+    return {"seed": run.config.seed, **params}
+
+
 def group_rows(
     sweep: Sweep,
     group: int,
@@ -219,8 +227,8 @@ def group_rows(
     block = {c: v for c, v in scores.scores.items() if "@" not in c}
     latent = {c.split("@")[0]: v for c, v in scores.scores.items() if c.endswith("@latent")}
     for i, run in enumerate(runs):
-        flat = run.config.flat()
-        params = {col: run.params.get(col, flat.get(col)) for col in sweep.param_columns}
+        params = run_params(sweep, run)
+        del params["seed"]
         diverged = bool(trained.diverged[i])
         shared = {
             "val_loss": math.nan if diverged else float(scores.val_loss[i]),
@@ -423,6 +431,7 @@ def run_sweep(
     checkpoint_every: float = 300.0,
     max_runs: int | None = None,
     mesh: Mesh | None = None,
+    log: Sequence[str] = (),
 ) -> list[dict]:
     """Runs every program of ``sweep`` and writes the result files into ``out_dir``.
 
@@ -435,6 +444,8 @@ def run_sweep(
       checkpoint_every: seconds between checkpoints of a training program (0: every chunk).
       max_runs: at most this many runs per program (default: as many as fit in memory).
       mesh: the device mesh (default: all devices of all processes).
+      log: trackers that follow the runs live (:data:`jaxmmcl.tracking.TRACKERS`:
+        ``"tensorboard"``, ``"wandb"``).
 
     Returns:
       The result rows (as written to ``results.csv``).
@@ -450,8 +461,9 @@ def run_sweep(
     mesh = mesh if mesh is not None else runs_mesh()
     programs = plan_sweep(sweep, mesh, max_runs)
     _check_out(out)
+    tracking.require(log)
     with folder_lock(out) if is_writer() else contextlib.nullcontext():
-        return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every)
+        return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every, log)
 
 
 def _run_sweep(
@@ -462,6 +474,7 @@ def _run_sweep(
     resume: bool,
     force: bool,
     checkpoint_every: float,
+    log: Sequence[str],
 ) -> list[dict]:
     _check_folder(out, sweep, resume, force)
     if resume and not force and is_finished(out):
@@ -471,7 +484,7 @@ def _run_sweep(
                 "(--force runs it again)",
                 file=sys.stderr,
             )
-        return load_results(out)
+        return read_results(out)
     # Every process checks the folder before any writes to it: a process that looked after
     # process 0 had written config.yaml would take the new sweep for an old one.
     barrier("folder checked")
@@ -483,10 +496,44 @@ def _run_sweep(
         state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.yaml", yaml.safe_dump(sweep.to_dict(), sort_keys=False))
         prov = _start_provenance(out, resume and not force)
+        trackers = tracking.Trackers(log, out, sweep.name, tracking.sweep_id(out, prov["started"]))
+    else:
+        trackers = tracking.Trackers((), out, sweep.name, "")
     barrier("folder written")
-    finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
-    progress = SweepProgress(programs, show_progress and writer)
     start = time.perf_counter()
+    try:
+        rows, loss_rows, timings = _run_programs(
+            sweep, state_dir, programs, show_progress and writer, checkpoint_every, trackers
+        )
+    finally:
+        trackers.close()
+    interrupts.check()
+    if writer:
+        prov |= {"finished": provenance.now(), "programs": timings}
+        write_atomic(out / provenance.FILE, yaml.safe_dump(prov, sort_keys=False))
+        _write_outputs(sweep, out, rows, loss_rows)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if show_progress and writer:
+        elapsed = time.perf_counter() - start
+        print(
+            f"{len(sweep.runs)} runs in {len(programs)} programs, {elapsed:.0f} s",
+            file=sys.stderr,
+        )
+    return sorted(rows, key=lambda r: r["run"])
+
+
+def _run_programs(
+    sweep: Sweep,
+    state_dir: Path,
+    programs: list[Program],
+    show_progress: bool,
+    checkpoint_every: float,
+    trackers: tracking.Trackers,
+) -> tuple[list[dict], list[dict], dict[str, dict]]:
+    """Runs the programs not finished in ``state_dir`` (reading back those that are), storing
+    each one's record there; returns the result rows, loss rows and timings of all."""
+    finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
+    progress = SweepProgress(programs, show_progress)
     rows: list[dict[str, Any]] = []
     loss_rows: list[dict[str, Any]] = []
     timings: dict[str, dict[str, Any]] = {}
@@ -504,7 +551,7 @@ def _run_sweep(
         progress.start(k, program)
         t0 = time.perf_counter()
         rows_k, losses_k, compile_s = _run_program(
-            sweep, program, state_dir, checkpoint_every, progress
+            sweep, program, state_dir, checkpoint_every, progress, trackers
         )
         timing = {
             "runs": len(program.runs),
@@ -512,26 +559,14 @@ def _run_sweep(
             "compile_s": round(compile_s, 2),
         }
         timings[program.name] = timing
-        if writer:
+        if is_writer():
             write_atomic(record, json.dumps({"rows": rows_k, "losses": losses_k, "timing": timing}))
             shutil.rmtree(state_dir / "checkpoints" / program.name, ignore_errors=True)
         rows += rows_k
         loss_rows += losses_k
         release_programs()
     progress.close()
-    interrupts.check()
-    if writer:
-        prov |= {"finished": provenance.now(), "programs": timings}
-        write_atomic(out / provenance.FILE, yaml.safe_dump(prov, sort_keys=False))
-        _write_outputs(sweep, out, rows, loss_rows)
-        shutil.rmtree(state_dir, ignore_errors=True)
-    if show_progress and writer:
-        elapsed = time.perf_counter() - start
-        print(
-            f"{len(sweep.runs)} runs in {len(programs)} programs, {elapsed:.0f} s",
-            file=sys.stderr,
-        )
-    return sorted(rows, key=lambda r: r["run"])
+    return rows, loss_rows, timings
 
 
 def _start_provenance(out: Path, resumed: bool) -> dict[str, Any]:
@@ -554,6 +589,7 @@ def _run_program(
     state_dir: Path,
     checkpoint_every: float,
     progress: SweepProgress,
+    trackers: tracking.Trackers,
 ) -> tuple[list[dict], list[dict], float]:
     """Trains and evaluates one program; returns its result rows, its loss rows and the
     seconds spent compiling its training programs."""
@@ -561,13 +597,31 @@ def _run_program(
     seeds = np.asarray([run.config.seed for run in runs])
     hypers = stack_hyperparams([run.config.hyper for run in runs])
     checkpoint = GroupCheckpoint(state_dir / "checkpoints" / program.name, checkpoint_every)
+    on_chunk = None
+    if trackers:
+        trackers.start([tracking.TrackedRun(run.index, run_params(sweep, run)) for run in runs])
+
+        def on_chunk(step: int, losses: np.ndarray) -> None:
+            trackers.log_losses(
+                step, {run.index: float(x) for run, x in zip(runs, losses, strict=True)}
+            )
+
     try:
-        trained = train_grid(static, seeds, hypers, progress=progress.steps, checkpoint=checkpoint)
+        trained = train_grid(
+            static,
+            seeds,
+            hypers,
+            progress=progress.steps,
+            on_chunk=on_chunk,
+            checkpoint=checkpoint,
+        )
     finally:
         checkpoint.close()
     progress.note("evaluating")
     scores = evaluate_program(static, seeds, hypers, trained)
     rows = group_rows(sweep, program.group, static, runs, trained, scores)
+    if trackers:
+        trackers.finish({run.index: [r for r in rows if r["run"] == run.index] for run in runs})
     losses = [
         {
             "run": run.index,

@@ -83,6 +83,23 @@ def sample_views(
     return observe(simulation, sim, latents), latents
 
 
+def sample_indexed_views(
+    key: jax.Array, indices: jnp.ndarray, simulation: Simulation, sim: SimulationConfig
+) -> Views:
+    """The views of samples ``indices`` (``(m,)`` integers) of a fixed set drawn from ``key``.
+
+    Sample i is drawn alone from ``fold_in(key, i)``, so a set of any size is defined without
+    being stored, and an index gives the same sample (the same latents, the same views)
+    wherever and whenever it is drawn. Returns one ``(m, d_k)`` array per view.
+    """
+
+    def one(i):
+        return sample_latents(jax.random.fold_in(key, i), simulation.latents, 1)
+
+    latents = jax.tree.map(lambda x: x[:, 0], jax.vmap(one)(indices))
+    return observe(simulation, sim, latents)
+
+
 def content_factors(structure: Structure) -> tuple[str, ...]:
     """The factors every view observes whole and unperturbed (the paper's content ``c``)."""
     return tuple(

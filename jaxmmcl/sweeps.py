@@ -30,6 +30,7 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,15 @@ from jaxmmcl.reports import validate_report
 from jaxmmcl.results import read_yaml, yaml_error_line
 
 SWEEP_KEYS = ("name", "summary", "description", "default_scale", "base", "scales", "axes", "report")
+
+# The experiments' sweep files are package data (the repository's top-level sweeps/ links
+# here), so that an installed jaxmmcl finds them wherever it runs.
+SWEEPS_DIR = Path(str(resources.files("jaxmmcl") / "experiments"))
+
+
+def available_sweeps() -> list[str]:
+    """Names of the packaged sweep files (``jaxmmcl reproduce NAME``, ``load_sweep(NAME)``)."""
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
 @dataclass(frozen=True)
@@ -286,10 +296,12 @@ def load_sweep(
     scale: str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Sweep:
-    """Reads and validates a sweep (a path to a YAML file or an already loaded mapping).
+    """Reads and validates a sweep: a YAML file, a packaged experiment or a mapping.
 
     Args:
-      source: the sweep file or mapping.
+      source: the sweep file's path, the name of a packaged experiment
+        (:func:`available_sweeps`: ``"table1"``, ...; a file of that name comes first), or the
+        sweep as a mapping.
       scale: a name under ``scales``; default: the file's ``default_scale``, if any. A scale
         may also replace the values of plain axes.
       overrides: dotted key -> value applied last. A key that is a plain axis replaces that
@@ -302,6 +314,8 @@ def load_sweep(
         spec = dict(source)
     else:
         path = Path(source)
+        if not path.exists() and str(source) in available_sweeps():
+            path = SWEEPS_DIR / f"{source}.yaml"
         if path.is_dir():
             raise ConfigError(f"sweep file {str(path)!r}: is a directory, not a sweep file")
         if not path.is_file():

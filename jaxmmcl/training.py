@@ -6,6 +6,12 @@ depends on which other runs it is trained with. :func:`make_train` is the whole 
 function; :func:`train_step` and :func:`train_chunk` are its parts, which
 :mod:`jaxmmcl.grid` runs over grids of runs sharded over devices.
 
+With ``simulation.n_train: N`` a run trains on a fixed set of N pairs
+(:func:`jaxmmcl.simulation.sample_indexed_views` from :func:`jaxmmcl.keys.data_key`) in epochs
+of ``N // (2 * batch_size)`` steps: each epoch is a fresh permutation of the set, and each step
+takes the next ``2 * batch_size`` indices of it (pairs, then negatives), as a shuffled
+DataLoader that drops the last partial batch.
+
 A run whose loss or gradient becomes non-finite is marked diverged; from then on its parameters
 stay frozen at their last finite value, so the rest of its grid is unaffected. A run that stays
 finite but ends worse than it started, and worse than an encoder that maps everything to one
@@ -28,11 +34,11 @@ from jax.typing import ArrayLike
 from jaxmmcl.config import HyperArrays, StaticConfig, TrainConfig
 from jaxmmcl.encoders import init_encoders
 from jaxmmcl.errors import ConfigError
-from jaxmmcl.keys import run_keys
-from jaxmmcl.objective import batch_loss
+from jaxmmcl.keys import data_key, run_keys
+from jaxmmcl.objective import batch_loss, views_loss
 from jaxmmcl.official import official_simulations
 from jaxmmcl.precision import matmul_precision
-from jaxmmcl.simulation import Simulation, init_simulation
+from jaxmmcl.simulation import Simulation, init_simulation, sample_indexed_views
 
 
 @struct.dataclass
@@ -46,6 +52,9 @@ class TrainState:
       step: optimiser steps taken.
       diverged: whether a non-finite loss or gradient was met.
       initial_loss: the loss of the first step (NaN before it).
+      data_key: the key of the run's fixed training set (``simulation.n_train``).
+      order: the current epoch's permutation of the training set's indices, ``(n_train,)``
+        (None with fresh pairs).
     """
 
     params: dict
@@ -54,6 +63,8 @@ class TrainState:
     step: jnp.ndarray
     diverged: jnp.ndarray
     initial_loss: jnp.ndarray
+    data_key: jax.Array
+    order: jnp.ndarray | None
 
 
 def lr_multiplier(step: jnp.ndarray, train: TrainConfig) -> jnp.ndarray:
@@ -83,6 +94,7 @@ def init_state(seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig) -> T
     init_key, step_key = jax.random.split(run_keys(seed)[1])
     params = init_encoders(init_key, static)
     opt_state = make_optimizer(hyper.learning_rate, static.train).init(params)
+    set_key = data_key(seed)
     return TrainState(
         params=params,
         opt_state=opt_state,
@@ -90,7 +102,36 @@ def init_state(seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig) -> T
         step=jnp.zeros((), jnp.int32),
         diverged=jnp.zeros((), bool),
         initial_loss=jnp.full((), jnp.nan, jnp.float32),
+        data_key=set_key,
+        order=(
+            epoch_order(set_key, jnp.zeros((), jnp.int32), static.simulation.n_train)
+            if static.simulation.n_train
+            else None
+        ),
     )
+
+
+def epoch_order(set_key: jax.Array, epoch: jnp.ndarray, n_train: int) -> jnp.ndarray:
+    """Epoch ``epoch``'s permutation of the ``n_train`` indices of the run's training set."""
+    shuffle_key = jax.random.fold_in(set_key, 1)
+    return jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n_train).astype(jnp.int32)
+
+
+def training_views(
+    state: TrainState, simulation: Simulation, static: StaticConfig
+) -> tuple[tuple[jnp.ndarray, ...], jnp.ndarray]:
+    """The step's ``2 * batch_size`` samples of the fixed training set (pairs, then negatives)
+    and the epoch's order: a new permutation at the start of every epoch."""
+    n_train, n = static.simulation.n_train, 2 * static.train.batch_size
+    epoch, position = jnp.divmod(state.step, n_train // n)
+    order = jax.lax.cond(
+        position == 0,
+        lambda: epoch_order(state.data_key, epoch, n_train),
+        lambda: state.order,
+    )
+    indices = jax.lax.dynamic_slice(order, (position * n,), (n,))
+    set_key = jax.random.fold_in(state.data_key, 0)
+    return sample_indexed_views(set_key, indices, simulation, static.simulation), order
 
 
 def init_run(
@@ -117,10 +158,19 @@ def train_step(
     ``train.precision`` (:mod:`jaxmmcl.precision`).
     """
     key, batch_key = jax.random.split(state.key)
+    order = state.order
+    if static.simulation.n_train:
+        xs, order = training_views(state, simulation, static)
+
+        def loss_fn(params):
+            return views_loss(params, xs, hyper, static)
+    else:
+
+        def loss_fn(params):
+            return batch_loss(params, batch_key, simulation, hyper, static)
+
     with matmul_precision(static.train.precision):
-        loss, grads = jax.value_and_grad(batch_loss)(
-            state.params, batch_key, simulation, hyper, static
-        )
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
     tx = make_optimizer(hyper.learning_rate, static.train)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -139,6 +189,8 @@ def train_step(
         step=state.step + 1,
         diverged=diverged,
         initial_loss=jnp.where(state.step == 0, loss, state.initial_loss),
+        data_key=state.data_key,
+        order=order,
     )
     return new_state, jnp.where(diverged, jnp.nan, loss)
 
@@ -264,7 +316,7 @@ def memory_per_run(static: StaticConfig) -> float:
     states), plus the activations kept for the backward pass on the 2 batches of
     ``batch_size`` rows each view's encoder sees (pre- and post-activation of every layer)
     and the loss's ``batch x batch`` distance, logit and gradient matrices (6 per ordered pair
-    of views).
+    of views), and the epoch order of a fixed training set (twice).
     """
     views = range(static.structure.n_views)
     encoders = [0] if static.model.shared_encoder else views
@@ -275,7 +327,8 @@ def memory_per_run(static: StaticConfig) -> float:
     activations = 2 * 2 * n * sum(sum(_layer_dims(static, v)) for v in views)
     k = static.structure.n_views
     loss = 6 * k * (k - 1) * n * n
-    return 4.0 * (2 * 4 * n_params + activations + loss)
+    order = 2 * static.simulation.n_train
+    return 4.0 * (2 * 4 * n_params + activations + loss + order)
 
 
 def chunk_lengths(train: TrainConfig) -> list[int]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jaxmmcl.cli import SWEEPS_DIR, main
+from jaxmmcl.cli import main
 from jaxmmcl.config import ConfigError, run_config_from_dict
-from jaxmmcl.reports import load_results
-from jaxmmcl.sweeps import load_sweep
+from jaxmmcl.results import read_results
+from jaxmmcl.sweeps import SWEEPS_DIR, load_sweep
 
 
 def write_sweep(tmp_path, spec, name="sweep.yaml"):
@@ -27,7 +27,7 @@ def write_sweep(tmp_path, spec, name="sweep.yaml"):
 def test_cli_run_writes_results_config_and_table(tmp_path, tiny_sweep, capsys):
     sweep = write_sweep(tmp_path, tiny_sweep)
     assert main(["run", str(sweep), "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    rows = load_results(tmp_path / "out")
+    rows = read_results(tmp_path / "out")
     # 2 settings x 2 seeds x (multi-view: 2 encoders x 3 factors + multimodal: 2 x 5).
     assert len(rows) == 4 * (6 + 10)
     expected = ["run", "group", "seed", "setting", "mechanism", "simulation.p_change",
@@ -141,7 +141,7 @@ def test_config_round_trip_and_type_checks():
 
 
 def test_table1_sweep_validates_at_both_scales():
-    from jaxmmcl.cli import SWEEPS_DIR
+    from jaxmmcl.sweeps import SWEEPS_DIR
 
     for scale in ("cpu", "paper"):
         sweep = load_sweep(SWEEPS_DIR / "table1.yaml", scale=scale)

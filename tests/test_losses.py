@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,3 +182,19 @@ def test_every_loss_is_finite_and_falls_as_positive_pairs_align(name):
     value, slope = jax.value_and_grad(loss)(jnp.float32(0.5))
     assert np.isfinite(value) and slope > 0
     assert loss(jnp.float32(0.0)) < value
+
+
+class TestLossesWithAndWithoutJit(chex.TestCase):
+    """The losses agree with their NumPy formulas traced under jit and run eagerly."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_info_nce_and_nt_xent(self):
+        rng = np.random.default_rng(9)
+        h1, h2, h1n, h2n = (rng.normal(size=(12, 4)).astype(np.float32) for _ in range(4))
+        info = self.variant(symmetric_info_nce)(h1, h2, h1n, h2n, jnp.float32(0.5))
+        np.testing.assert_allclose(info, reference_loss(h1, h2, h1n, h2n, 0.5), rtol=1e-5)
+        ntx = self.variant(nt_xent)(h1, h2, jnp.float32(0.5))
+        oracle = optax.losses.ntxent(
+            jnp.concatenate([h1, h2]), jnp.concatenate([jnp.arange(12)] * 2), temperature=0.5
+        )
+        np.testing.assert_allclose(ntx, oracle, rtol=1e-5)

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from jaxmmcl import runner
-from jaxmmcl.cli import SWEEPS_DIR, main
+from jaxmmcl.cli import main
 from jaxmmcl.config import TRACED_KEYS, ConfigError, flatten
-from jaxmmcl.reports import load_results
+from jaxmmcl.results import read_results
 from jaxmmcl.runner import run_sweep
-from jaxmmcl.sweeps import load_sweep, read_yaml
+from jaxmmcl.sweeps import SWEEPS_DIR, load_sweep, read_yaml
 
 SWEEP_FILES = sorted(SWEEPS_DIR.glob("*.yaml"))
 TINY_SCALE = {
@@ -209,7 +209,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def _assert_same_results(a: Path, b: Path, **tolerance) -> None:
-    rows_a, rows_b = load_results(a), load_results(b)
+    rows_a, rows_b = read_results(a), read_results(b)
     assert [(r["run"], r["encoder"], r["factor"]) for r in rows_a] == [
         (r["run"], r["encoder"], r["factor"]) for r in rows_b
     ]

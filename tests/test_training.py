@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY
 
 from jaxmmcl.config import Hyperparams, run_config_from_dict, stack_hyperparams
+from jaxmmcl.encoders import encode
 from jaxmmcl.evaluation.protocol import evaluate_grid
 from jaxmmcl.grid import train_grid
 from jaxmmcl.training import lr_multiplier
@@ -89,6 +90,20 @@ def test_at_once_must_be_a_positive_integer():
         train_grid(STATIC, jnp.asarray([0]), stack_hyperparams(HYPERS[:1]), at_once=0)
 
 
+def test_mismatched_inputs_are_refused_at_the_boundary():
+    # chex's shape checks at the API's boundaries name the offending input before any tracing.
+    with pytest.raises(AssertionError, match="shape prefix"):
+        train_grid(STATIC, jnp.asarray([0, 1]), stack_hyperparams(HYPERS[:3]))
+    grid_hypers = stack_hyperparams(HYPERS[:1])
+    grid = train_grid(STATIC, jnp.asarray([0]), grid_hypers)
+    with pytest.raises(AssertionError, match="shape prefix"):
+        evaluate_grid(STATIC, jnp.asarray([0, 1]), grid.simulation, grid.params, grid_hypers)
+    params = jax.tree.map(lambda x: x[0], grid.params)
+    x = jnp.zeros((4, STATIC.view_dim(0) + 1))
+    with pytest.raises(AssertionError, match="shape"):
+        encode(params, (x, x), STATIC)
+
+
 def test_cosine_schedule_with_warmup():
     train = dataclasses.replace(STATIC.train, steps=100, warmup_steps=10, schedule="cosine")
     values = np.asarray([lr_multiplier(s, train) for s in (0, 9, 10, 55, 100)])
@@ -121,3 +136,53 @@ def test_make_train_refuses_host_drawn_simulations():
     )
     with pytest.raises(ConfigError, match="draws: 'official'"):
         make_train(official)
+
+
+def _finite_static(n_train: int = 128):
+    config = {**TINY, "simulation": {**TINY["simulation"], "n_train": n_train}}
+    return run_config_from_dict(config).static
+
+
+def test_a_fixed_training_set_is_drawn_once_and_cycled_in_shuffled_epochs():
+    from jaxmmcl.training import init_run, training_views
+
+    static = _finite_static()  # 128 pairs, batches of 32 pairs + 32 negatives: 2 steps an epoch
+    simulation, state = init_run(0, jax.tree.map(jnp.asarray, HYPERS[1]), static)
+    epochs: list[list[int]] = [[], [], []]
+    first_seen: dict[int, np.ndarray] = {}
+    for step in range(6):
+        xs, order = training_views(state.replace(step=jnp.int32(step)), simulation, static)
+        state = state.replace(order=order)
+        indices = np.asarray(order)[(step % 2) * 64 : (step % 2 + 1) * 64]
+        epochs[step // 2] += indices.tolist()
+        rows = np.concatenate([np.asarray(x) for x in xs], axis=1)
+        for i, row in zip(indices, rows, strict=True):
+            # The same pair (both views) whenever its index comes round again.
+            np.testing.assert_array_equal(first_seen.setdefault(int(i), row), row)
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(128))  # every pair once an epoch
+    assert epochs[0] != epochs[1] != epochs[2]  # shuffled anew every epoch
+    assert len(first_seen) == 128
+
+
+def test_run_i_of_a_finite_set_grid_equals_the_run_alone():
+    static = _finite_static()
+    hypers = stack_hyperparams(HYPERS[:3])
+    grid = train_grid(static, jnp.asarray(SEEDS[:3]), hypers)
+    for i in range(3):
+        alone = train_grid(static, jnp.asarray([SEEDS[i]]), stack_hyperparams([HYPERS[i]]))
+        np.testing.assert_array_equal(grid.loss_history[i], alone.loss_history[0])
+        chex.assert_trees_all_equal(
+            jax.tree.map(lambda x, i=i: x[i], grid.params),
+            jax.tree.map(lambda x: x[0], alone.params),
+        )
+    # A finite set trains differently from fresh pairs, from the first step on.
+    fresh = train_grid(STATIC, jnp.asarray(SEEDS[:1]), stack_hyperparams(HYPERS[:1]))
+    assert not np.allclose(fresh.loss_history[0], grid.loss_history[0])
+
+
+def test_a_training_set_smaller_than_two_batches_is_refused():
+    from jaxmmcl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"simulation.n_train: expected 0 or at least .* 64"):
+        _finite_static(63)

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -350,6 +351,8 @@ def evaluate_grid(
         :func:`jaxmmcl.distributed.runs_mesh`).
     """
     runs = len(seeds)
+    chex.assert_shape(seeds, (runs,))
+    chex.assert_tree_shape_prefix((simulation, params, hypers), (runs,))
     mesh = mesh_for_runs(runs, mesh if mesh is not None else runs_mesh(jax.local_devices()))
     compiled = programs(static, mesh, runs_at_once(mesh))
     inputs = (np.asarray(seeds, np.uint32), *jax.device_get((simulation, params, hypers)))

@@ -61,7 +61,7 @@ from jaxmmcl.reports.common import (
 from jaxmmcl.reports.kinds import KINDS
 from jaxmmcl.reports.spec import default_report, validate_report
 from jaxmmcl.reports.table import cell_legend, paper_table, table_cells
-from jaxmmcl.results import load_results, read_yaml, save_png, write_atomic
+from jaxmmcl.results import read_results, read_yaml, save_png, write_atomic
 
 __all__ = [
     "KINDS",
@@ -100,7 +100,7 @@ def write_report(folder: str | Path, sweep_dict: Mapping[str, Any] | None = None
     results = folder / "results.csv"
     if not results.is_file():
         raise ConfigError(f"report {str(folder)!r}: no results.csv in this folder")
-    rows = load_results(results)
+    rows = read_results(results)
     if sweep_dict is None:
         config = folder / "config.yaml"
         if not config.is_file():
