@@ -228,7 +228,6 @@ def group_rows(
     latent = {c.split("@")[0]: v for c, v in scores.scores.items() if c.endswith("@latent")}
     for i, run in enumerate(runs):
         params = run_params(sweep, run)
-        del params["seed"]
         diverged = bool(trained.diverged[i])
         shared = {
             "val_loss": math.nan if diverged else float(scores.val_loss[i]),
@@ -240,7 +239,7 @@ def group_rows(
             return math.nan if diverged else float(array[(i, *index)])
 
         for r, readout in enumerate(scores.readouts):
-            head = {"run": run.index, "group": group, "seed": run.config.seed, **params}
+            head = {"run": run.index, "group": group, **params}
             head |= {"encoder": readout.encoder, "subset": readout.subset or ""}
             column = 0
             for f, factor in enumerate(scores.factors):

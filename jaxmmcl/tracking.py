@@ -211,7 +211,7 @@ class Trackers:
     """Several trackers as one :class:`Tracker`; none is a valid (silent) choice."""
 
     def __init__(self, names: Sequence[str], out: Path, sweep_name: str, sweep_id: str):
-        require(names)
+        # The names were checked by the caller (require), before anything was written.
         self._trackers = [TRACKERS[n](out, sweep_name, sweep_id) for n in dict.fromkeys(names)]
 
     def __bool__(self) -> bool:
