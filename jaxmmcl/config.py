@@ -28,6 +28,7 @@ from flax import struct
 
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.evaluation.metrics import METRICS
+from jaxmmcl.geometry import CONDITIONALS, MARGINALS
 from jaxmmcl.latents import DEPENDENCES
 from jaxmmcl.losses import LOSSES
 from jaxmmcl.mechanisms import MECHANISMS
@@ -37,6 +38,7 @@ DRAWS = ("jax", "official")
 INITS = ("torch", "lecun")
 PRECISIONS = ("float32", "tf32x3", "tf32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
+NORMALIZATIONS = ("none", "sphere")
 NONLINEAR_REGRESSORS = ("kernel_ridge", "mlp")
 READOUTS = ("views", "subsets")
 MCC_METHODS = ("pearson", "spearman")
@@ -80,8 +82,16 @@ class SimulationConfig:
       n_m: size of each modality-specific block m1, m2, ..., >= 0.
       structure: which latent factors exist and which views observe them, by name in
         :data:`jaxmmcl.structure.STRUCTURES`: ``"paper"`` (c, s, perturbed copies of s, one
-        m per view, from n_c, n_s, n_m and n_views) or ``"subsets"`` (one latent vector, each
+        m per view, from n_c, n_s, n_m and n_views), ``"pair"`` (a vector z of n_z components
+        and its perturbed copy, one view each) or ``"subsets"`` (one latent vector, each
         view observing the components ``views`` lists).
+      n_z: the size of the pair structure's z, >= 1.
+      marginal: the distribution of every base factor, by name in
+        :data:`jaxmmcl.geometry.MARGINALS`: ``"normal"`` (the paper's) or ``"sphere"`` (uniform
+        on the unit sphere; excludes ``simulation.statistical``).
+      conditional: the distribution of a perturbed copy given its base, by name in
+        :data:`jaxmmcl.geometry.CONDITIONALS`: ``"mask"`` (the paper's), ``"normal"`` or
+        ``"projected_normal"`` (on the sphere: needs ``marginal: sphere``, which needs it).
       n_views: number of views of the paper's structure, >= 2.
       views: for the subsets structure, the latent components each view observes (a list of
         lists of indices; at least two views).
@@ -119,6 +129,9 @@ class SimulationConfig:
     n_s: int = 5
     n_m: int = 5
     structure: str = "paper"
+    n_z: int = 10
+    marginal: str = "normal"
+    conditional: str = "mask"
     n_views: int = 2
     views: tuple[tuple[int, ...], ...] = ()
     mixing: str = "mlp"
@@ -135,6 +148,18 @@ class SimulationConfig:
         _check_int("simulation.n_s", self.n_s, 0)
         _check_int("simulation.n_m", self.n_m, 0)
         _check_choice("simulation.structure", self.structure, STRUCTURES)
+        _check_int("simulation.n_z", self.n_z, 1)
+        _check_choice("simulation.marginal", self.marginal, MARGINALS)
+        _check_choice("simulation.conditional", self.conditional, CONDITIONALS)
+        space = MARGINALS[self.marginal].space
+        if space not in CONDITIONALS[self.conditional].spaces:
+            _fail(
+                "simulation.conditional",
+                self.conditional,
+                "one that keeps samples of simulation.marginal "
+                f"{self.marginal!r} in their space: "
+                + ", ".join(n for n, c in CONDITIONALS.items() if space in c.spaces),
+            )
         _check_int("simulation.n_views", self.n_views, 2)
         self._check_views()
         _check_choice("simulation.mixing", self.mixing, MECHANISMS)
@@ -152,11 +177,19 @@ class SimulationConfig:
                 ("simulation.structure", self.structure, "paper"),
                 ("simulation.n_views", self.n_views, 2),
                 ("simulation.causal", self.causal, "linear"),
+                ("simulation.marginal", self.marginal, "normal"),
+                ("simulation.conditional", self.conditional, "mask"),
             ):
                 if value != needed:
                     _fail(key, value, f"{needed!r} with simulation.draws = 'official'")
         if self.structure != "paper" and self.discrete != "none":
             _fail("simulation.discrete", self.discrete, "'none' unless structure is 'paper'")
+        if self.discrete != "none" and (self.marginal, self.conditional) != ("normal", "mask"):
+            _fail(
+                "simulation.discrete",
+                self.discrete,
+                "'none' unless simulation.marginal is 'normal' and simulation.conditional 'mask'",
+            )
         size = {"c": self.n_c, "s": self.n_s, "m": self.n_m}.get(self.discrete)
         if size == 0:
             _fail(
@@ -196,12 +229,15 @@ class ModelConfig:
       init: the encoders' initialisation: ``"torch"`` (PyTorch's ``nn.Linear`` default, as the
         official encoders; the default) or ``"lecun"`` (Flax's ``nn.Dense`` default: LeCun-normal
         weights, zero biases); see :mod:`jaxmmcl.encoders`.
+      normalize: ``"none"`` (the paper's) or ``"sphere"``: every encoding divided by its L2
+        norm (cl-ica's and AnInfoNCE's fixed sphere), in training and evaluation alike.
     """
 
     widths: tuple[int, ...] | str = "paper"
     encoding_size: int = 0
     shared_encoder: bool = False
     init: str = "torch"
+    normalize: str = "none"
 
     def __post_init__(self):
         if isinstance(self.widths, list | tuple):
@@ -215,6 +251,7 @@ class ModelConfig:
         _check_int("model.encoding_size", self.encoding_size, 0)
         _check_bool("model.shared_encoder", self.shared_encoder)
         _check_choice("model.init", self.init, INITS)
+        _check_choice("model.normalize", self.normalize, NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -225,8 +262,10 @@ class TrainConfig:
       batch_size: pairs per step; each step also draws an independent batch of negatives.
       steps: number of optimiser steps.
       loss: the contrastive loss, by name in :data:`jaxmmcl.losses.LOSSES`: ``"infonce"``
-        (the paper's), ``"ntxent"`` (cosine similarities) or ``"subsets"`` (multiview-crl's,
-        over subsets of views; needs encodings of their views' sizes).
+        (the paper's), ``"aninfonce"`` (Rusak et al.'s, a learned diagonal precision in the
+        distance; needs every encoding of one size), ``"ntxent"`` (cosine similarities) or
+        ``"subsets"`` (multiview-crl's, over subsets of views; needs encodings of their views'
+        sizes).
       clip_norm: global L2 norm the gradients are clipped to.
       schedule: learning-rate schedule multiplier: ``"constant"`` or ``"cosine"`` (decay to 0).
       warmup_steps: linear warm-up steps before the schedule.
@@ -353,6 +392,13 @@ class StaticConfig:
             _fail("model.shared_encoder", True, "false: the views differ in dimension")
         if 0 in dims:
             _fail("simulation", "a view observing nothing", "every view to observe a factor")
+        sizes = {self.encoding_size(v) for v in range(structure.n_views)}
+        if LOSSES[self.train.loss].needs_equal_encodings and len(sizes) > 1:
+            _fail(
+                "train.loss",
+                self.train.loss,
+                f"a loss that takes encodings of different sizes (they are {sorted(sizes)})",
+            )
         if LOSSES[self.train.loss].needs_view_sized_encodings or self.eval.readout == "subsets":
             for v in range(structure.n_views):
                 if self.encoding_size(v) != structure.view_dim(v):
@@ -400,6 +446,15 @@ def _signed(key: str, value: Any) -> None:
     _check_float(key, value, -1e6, 1e6)
 
 
+def _scales(key: str, value: Any) -> None:
+    ok = isinstance(value, tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in value
+    )
+    if not ok:
+        _fail(key, list(value) if isinstance(value, tuple) else value, "a list of numbers >= 0")
+
+
 def _positive(limit: float) -> Callable[[str, Any], None]:
     def check(key: str, value: Any) -> None:
         _check_float(key, value, 0.0, limit, open_lo=True)
@@ -424,22 +479,32 @@ class Hyperparams:
         :mod:`jaxmmcl.latents`).
       causal_strength: strength of the causal dependence of a child factor on its parent (the
         paper's s = s0 + strength * B c + a); 0 switches it off (a is then dropped too).
+      change_scales: the standard deviation of each component's change in a perturbed copy
+        (:mod:`jaxmmcl.geometry`): one number per component of the copied factor, or ``[]``
+        (the default) for all ones. With ``conditional: mask`` it scales the paper's eps;
+        unequal scales are AnInfoNCE's anisotropic changes. A vector: stacked ``(R, size)``.
       learning_rate: Adam step size.
+      loss_learning_rate: Adam step size of the loss's own parameters (AnInfoNCE's precision;
+        the official ``--lr-lambda``).
       temperature: the contrastive loss's temperature tau.
     """
 
     p_change: Any = _traced("simulation.p_change", 1.0, _unit)
     statistical: Any = _traced("simulation.statistical", False, _check_bool)
     causal_strength: Any = _traced("simulation.causal_strength", 0.0, _signed)
+    change_scales: Any = _traced("simulation.change_scales", (), _scales)
     learning_rate: Any = _traced("train.learning_rate", 1e-4, _positive(10.0))
+    loss_learning_rate: Any = _traced("train.loss_learning_rate", 1e-3, _positive(10.0))
     temperature: Any = _traced("train.temperature", 1.0, _positive(1e6))
 
     def __post_init__(self):
+        if isinstance(self.change_scales, list):
+            object.__setattr__(self, "change_scales", tuple(self.change_scales))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             # Arrays (stacked runs, or tracers when a program rebuilds the pytree) were checked
-            # as the scalars they were stacked from.
-            if isinstance(value, bool | int | float | str) or value is None:
+            # as the values they were stacked from.
+            if isinstance(value, bool | int | float | str | tuple) or value is None:
                 f.metadata["check"](f.metadata["key"], value)
 
 
@@ -448,12 +513,21 @@ HyperArrays = Hyperparams
 
 
 def stack_hyperparams(hypers: list[Hyperparams]) -> HyperArrays:
-    """Stacks per-run hyperparameters into arrays of shape ``(len(hypers),)``."""
+    """Stacks per-run hyperparameters into float32 arrays of shape ``(len(hypers),)``, and
+    ``change_scales`` into ``(len(hypers), size)``: ``[]`` becomes ones, ``(R, 1)`` when every
+    run has ``[]``."""
+    size = max([len(h.change_scales) for h in hypers] + [1])
+    scales = [h.change_scales or (1.0,) * size for h in hypers]
+    if any(len(v) != size for v in scales):
+        _fail("simulation.change_scales", [list(v) for v in scales], "equal lengths in a group")
+    values = {
+        f.name: [float(getattr(h, f.name)) for h in hypers]
+        for f in dataclasses.fields(Hyperparams)
+        if f.name != "change_scales"
+    }
     return Hyperparams(
-        **{
-            f.name: jnp.asarray([float(getattr(h, f.name)) for h in hypers], jnp.float32)
-            for f in dataclasses.fields(Hyperparams)
-        }
+        **{k: jnp.asarray(v, jnp.float32) for k, v in values.items()},
+        change_scales=jnp.asarray(scales, jnp.float32),
     )
 
 
@@ -477,6 +551,10 @@ class RunConfig:
     are defined for continuous blocks, and they are switched on for all blocks at once), and a
     discrete style rules out ``simulation.causal_strength != 0`` (s = s0 + B c + a would not be
     a class). A discrete content may cause a continuous style: B acts on its coded values.
+    A marginal without a covariance (``simulation.marginal: sphere``) rules out
+    ``simulation.statistical``, one outside the real space ``simulation.causal_strength != 0``,
+    and ``simulation.change_scales`` has one number per component
+    of the perturbed copies (or none).
     """
 
     static: StaticConfig = field(default_factory=StaticConfig)
@@ -498,6 +576,28 @@ class RunConfig:
                 self.hyper.causal_strength,
                 "0 with simulation.discrete = 's'",
             )
+        sim = self.static.simulation
+        if self.hyper.causal_strength != 0 and MARGINALS[sim.marginal].space != "real":
+            _fail(
+                "simulation.causal_strength",
+                self.hyper.causal_strength,
+                f"0 with simulation.marginal = {sim.marginal!r} (B c + a would leave its space)",
+            )
+        if self.hyper.statistical and not MARGINALS[sim.marginal].uses_covariance:
+            _fail(
+                "simulation.statistical",
+                self.hyper.statistical,
+                f"false with simulation.marginal = {sim.marginal!r}",
+            )
+        scales = self.hyper.change_scales
+        sizes = {f.size for f in self.static.structure.factors if f.copy_of is not None}
+        if scales and (len(sizes) != 1 or len(scales) not in sizes):
+            _fail(
+                "simulation.change_scales",
+                list(scales),
+                "[] or one number per component of the perturbed copies "
+                f"(sizes {sorted(sizes) or 'none: the structure has no copies'})",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python mapping with every key; the inverse of run_config_from_dict."""
@@ -507,7 +607,7 @@ class RunConfig:
             out[section] = {k: _plain(v) for k, v in values.items()}
         for key, name in TRACED_KEYS.items():
             section, leaf = key.split(".")
-            out[section][leaf] = getattr(self.hyper, name)
+            out[section][leaf] = _plain(getattr(self.hyper, name))
         out["seed"] = self.seed
         return out
 

@@ -1,7 +1,9 @@
 """The trained encoders g1, ..., gK: MLPs with LeakyReLU(0.01) between layers, one per view.
 
 Encoder parameters are a dict ``{"g1": ...}`` for a shared encoder (every view's encoder is g1)
-or ``{"g1": ..., "gK": ...}`` for one encoder per view.
+or ``{"g1": ..., "gK": ...}`` for one encoder per view (a loss with trained parameters adds
+``"loss"``, which the encoders ignore). With ``model.normalize: sphere`` every encoding is
+divided by its L2 norm.
 
 Initialisation (``model.init``): ``"torch"`` (the default) is PyTorch's default for
 ``nn.Linear``, which the official encoders use: weights and biases uniform in
@@ -152,5 +154,11 @@ def encode(params: dict, xs: tuple[jnp.ndarray, ...], static: StaticConfig) -> t
     if static.model.shared_encoder:
         h = encoder_module(static).apply(params["g1"], jnp.concatenate(xs))
         bounds = np.cumsum([0, *(x.shape[0] for x in xs)])
-        return tuple(h[lo:hi] for lo, hi in itertools.pairwise(bounds))
-    return tuple(encoder_module(static, v).apply(params[f"g{v + 1}"], x) for v, x in enumerate(xs))
+        hs = tuple(h[lo:hi] for lo, hi in itertools.pairwise(bounds))
+    else:
+        hs = tuple(
+            encoder_module(static, v).apply(params[f"g{v + 1}"], x) for v, x in enumerate(xs)
+        )
+    if static.model.normalize == "sphere":
+        hs = tuple(h / jnp.linalg.norm(h, axis=-1, keepdims=True) for h in hs)
+    return hs

@@ -1,12 +1,15 @@
 """The latent factors of the numerical simulation, drawn as the structure says.
 
-The factors (:mod:`jaxmmcl.structure`) are drawn in their order. A base factor is Gaussian,
-``N(0, L L^T)`` with ``L`` its covariance factor: the identity, or under statistical dependence
-a Wishart(df = size, scale = I) draw. A factor that is a causal child adds its parents'
-contribution (:data:`DEPENDENCES`, ``simulation.causal``): the paper's linear ``s = s0 + B c +
-a``, or a random MLP of the parent. A perturbed copy equals its base factor except that each
-component of each sample changes, with probability ``p_change``, by noise with the base factor's
-covariance: in the paper's structure ``s_tilde = s + mask * eps``.
+The factors (:mod:`jaxmmcl.structure`) are drawn in their order. A base factor is drawn from
+its marginal (:data:`jaxmmcl.geometry.MARGINALS`, ``simulation.marginal``): the paper's
+Gaussian ``N(0, L L^T)`` with ``L`` its covariance factor (the identity, or under statistical
+dependence a Wishart(df = size, scale = I) draw), or uniform on the sphere. A factor that is a
+causal child adds its parents' contribution (:data:`DEPENDENCES`, ``simulation.causal``): the
+paper's linear ``s = s0 + B c + a``, or a random MLP of the parent. A perturbed copy is drawn
+from the conditional (:data:`jaxmmcl.geometry.CONDITIONALS`, ``simulation.conditional``) given
+its base factor: the paper's, each component of each sample changing with probability
+``p_change`` by noise with the base factor's covariance (``s_tilde = s + mask * eps``, the
+noise scaled per component by ``simulation.change_scales``, all ones by default).
 
 Discrete factors (``simulation.discrete``): the components are class indices ``i`` drawn
 uniformly from ``{0, ..., k - 1}`` (k = ``n_classes``), entered into the mechanisms as the
@@ -44,6 +47,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxmmcl.geometry import CONDITIONALS, MARGINALS
 from jaxmmcl.structure import Structure, structure_of
 
 if TYPE_CHECKING:
@@ -123,17 +127,23 @@ class LatentParams:
       causal: child factor name -> its dependence's parameters (already scaled by
         ``causal_strength``).
       p_change: scalar, probability of perturbing each component of a copy.
+      change_scales: ``(size,)`` or ``(1,)``, each component's change scale in a copy.
       structure: static, the factors and views.
       n_classes: static, classes per discrete component.
       dependence: static, the ``simulation.causal`` name.
+      marginal: static, the ``simulation.marginal`` name.
+      conditional: static, the ``simulation.conditional`` name.
     """
 
     covariance: dict[str, jnp.ndarray]
     causal: dict[str, Any]
     p_change: jnp.ndarray
+    change_scales: jnp.ndarray
     structure: Structure = struct.field(pytree_node=False)
     n_classes: int = struct.field(pytree_node=False)
     dependence: str = struct.field(pytree_node=False)
+    marginal: str = struct.field(pytree_node=False, default="normal")
+    conditional: str = struct.field(pytree_node=False, default="mask")
 
 
 def _covariance_factor(key: jax.Array, size: int, statistical: jnp.ndarray) -> jnp.ndarray:
@@ -149,8 +159,8 @@ def init_latent_params(key: jax.Array, sim: SimulationConfig, hyper: HyperArrays
     Args:
       key: the simulation's key.
       sim: the simulation config (its structure, dependence and classes).
-      hyper: one run's hyperparameters (scalars): ``statistical``, ``causal_strength``,
-        ``p_change`` are used.
+      hyper: one run's hyperparameters (scalars, and the vector ``change_scales``):
+        ``statistical``, ``causal_strength``, ``p_change``, ``change_scales`` are used.
     """
     structure = structure_of(sim)
     k_cov, k_weights, k_offset = jax.random.split(key, 3)
@@ -165,13 +175,20 @@ def init_latent_params(key: jax.Array, sim: SimulationConfig, hyper: HyperArrays
             keys = tuple(jax.random.fold_in(k, i) for k in keys)
         sizes = (structure.factor(parent).size, structure.factor(child).size)
         causal[child] = dependence.init(keys, *sizes, hyper.causal_strength)
+    scales = hyper.change_scales
+    if isinstance(scales, tuple):
+        # One run's unstacked values (stack_hyperparams makes [] ones).
+        scales = scales or (1.0,)
     return LatentParams(
         covariance={f.name: factor[f.size] for f in base},
         causal=causal,
         p_change=hyper.p_change,
+        change_scales=jnp.atleast_1d(jnp.asarray(scales, jnp.float32)),
         structure=structure,
         n_classes=sim.n_classes,
         dependence=sim.causal,
+        marginal=sim.marginal,
+        conditional=sim.conditional,
     )
 
 
@@ -214,22 +231,28 @@ def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
                 labels[f.name] = jax.random.randint(draw_key, (n, f.size), 0, k)
                 out[f.name] = code_classes(labels[f.name], k)
                 continue
-            noise = jax.random.normal(draw_key, (n, f.size)) @ params.covariance[f.name].T
+            noise = MARGINALS[params.marginal].sample(draw_key, n, params.covariance[f.name])
             if f.name in parents:
                 dependence = DEPENDENCES[params.dependence]
                 noise = dependence.apply(params.causal[f.name], out[parents[f.name]], noise)
             out[f.name] = noise
             continue
         noise_key, mask_key = next(keys), next(keys)
-        mask = jax.random.bernoulli(mask_key, params.p_change, (n, f.size))
         if f.discrete:
+            mask = jax.random.bernoulli(mask_key, params.p_change, (n, f.size))
             base = labels[f.copy_of]
             # A shift in {1, ..., k - 1} modulo k picks one of the other classes uniformly.
             other = (base + jax.random.randint(noise_key, base.shape, 1, k)) % k
             out[f.name] = code_classes(jnp.where(mask, other, base), k)
         else:
-            eps = jax.random.normal(noise_key, (n, f.size)) @ params.covariance[f.copy_of].T
-            out[f.name] = out[f.copy_of] + mask * eps
+            out[f.name] = CONDITIONALS[params.conditional].sample(
+                noise_key,
+                mask_key,
+                out[f.copy_of],
+                params.covariance[f.copy_of],
+                params.p_change,
+                params.change_scales,
+            )
     return out
 
 

@@ -190,6 +190,40 @@ def pairwise_nt_xent(
     return functools.reduce(jnp.add, pairs) * (1.0 / len(pairs))
 
 
+def anisotropic_info_nce(
+    hs: Sequence[jnp.ndarray],
+    negs: Sequence[jnp.ndarray],
+    temperature: jnp.ndarray,
+    precision: jnp.ndarray,
+) -> jnp.ndarray:
+    """AnInfoNCE (Rusak et al., AISTATS 2025): :func:`symmetric_info_nce` with the similarity
+    ``-(a - b)^T diag(precision) (a - b) / (2 tau)`` in place of ``-||a - b||^2 / tau``.
+
+    Scaling every encoding by ``sqrt(precision / 2)`` turns this distance into the plain
+    squared one, so the loss is :func:`symmetric_info_nce` of the scaled encodings at
+    temperature ``tau``; with ``precision = 2`` in every component it is the paper's InfoNCE.
+
+    Args:
+      hs, negs: as :func:`symmetric_info_nce`, every encoding of size k.
+      temperature: tau > 0 (a scalar).
+      precision: ``(k,)`` positive, the diagonal ``Lambda`` (learned: :data:`LOSSES`).
+    """
+    scale = jnp.sqrt(0.5 * precision)
+    return symmetric_info_nce([h * scale for h in hs], [h * scale for h in negs], temperature)
+
+
+def init_precision(key: jax.Array, size: int) -> dict:
+    """AnInfoNCE's learned parameter, as the official code starts it: ``{"raw_precision":
+    0.1 N(0, I)}`` of shape ``(size,)``; the precision is ``softplus(raw_precision)``."""
+    return {"raw_precision": 0.1 * jax.random.normal(key, (size,))}
+
+
+def _aninfonce(hs, negs, temperature, structure, params):
+    del structure
+    precision = jax.nn.softplus(params["raw_precision"])
+    return anisotropic_info_nce(hs, negs, temperature, precision)
+
+
 def subsets_info_nce(
     hs: Sequence[jnp.ndarray],
     negs: Sequence[jnp.ndarray],
@@ -228,22 +262,34 @@ class Loss(NamedTuple):
     """A contrastive loss of K views' encodings.
 
     Attributes:
-      apply: ``(hs, negs, temperature, structure) -> scalar``: ``hs`` one ``(n, k_v)``
+      apply: ``(hs, negs, temperature, structure, params) -> scalar``: ``hs`` one ``(n, k_v)``
         encoding array per view (rows are positive tuples), ``negs`` the same for an
-        independent batch, ``temperature`` the traced ``train.temperature``.
+        independent batch, ``temperature`` the traced ``train.temperature``, ``params`` the
+        loss's own trained parameters (None without ``init``).
+      init: ``(key, encoding_size) -> params``, for a loss with trained parameters (trained
+        with the encoders, at ``train.loss_learning_rate``); None for none.
       needs_view_sized_encodings: the loss indexes encodings by positions of the view's
         inputs, so every encoding must have its view's dimension.
+      needs_equal_encodings: every view's encoding must have one size.
     """
 
     apply: Callable[..., jnp.ndarray]
+    init: Callable[[jax.Array, int], dict] | None = None
     needs_view_sized_encodings: bool = False
+    needs_equal_encodings: bool = False
 
 
 LOSSES: dict[str, Loss] = {
-    "infonce": Loss(lambda hs, negs, t, structure: symmetric_info_nce(hs, negs, t)),
-    "ntxent": Loss(lambda hs, negs, t, structure: pairwise_nt_xent(hs, negs, t)),
-    "subsets": Loss(subsets_info_nce, needs_view_sized_encodings=True),
+    "infonce": Loss(lambda hs, negs, t, structure, params: symmetric_info_nce(hs, negs, t)),
+    "aninfonce": Loss(_aninfonce, init=init_precision, needs_equal_encodings=True),
+    "ntxent": Loss(lambda hs, negs, t, structure, params: pairwise_nt_xent(hs, negs, t)),
+    "subsets": Loss(
+        lambda hs, negs, t, structure, params: subsets_info_nce(hs, negs, t, structure),
+        needs_view_sized_encodings=True,
+    ),
 }
 """``train.loss`` -> its :class:`Loss`: ``"infonce"`` (the paper's, negative squared Euclidean
-distances, over pairs of views), ``"ntxent"`` (SimCLR's cosine similarities, as the image/text
-experiment), ``"subsets"`` (multiview-crl's, over subsets of views on their content)."""
+distances, over pairs of views), ``"aninfonce"`` (Rusak et al.'s: a learned diagonal precision
+in the distance, :func:`anisotropic_info_nce`), ``"ntxent"`` (SimCLR's cosine similarities, as
+the image/text experiment), ``"subsets"`` (multiview-crl's, over subsets of views on their
+content)."""

@@ -35,7 +35,10 @@ def views_loss(
     params: dict, xs: tuple[jnp.ndarray, ...], hyper: HyperArrays, static: StaticConfig
 ) -> jnp.ndarray:
     """The loss (``train.loss``) of given observations: every view's ``(2n, d_k)`` array, its
-    first n rows the positive tuples, its last n an independent batch (the negatives)."""
+    first n rows the positive tuples, its last n an independent batch (the negatives).
+
+    ``params`` holds the encoders and, for a loss with trained parameters, ``params["loss"]``.
+    """
     n = xs[0].shape[0] // 2
     hs = encode(params, xs, static)
     positives, negatives = tuple(h[:n] for h in hs), tuple(h[n:] for h in hs)
@@ -46,6 +49,6 @@ def views_loss(
         chex.assert_equal_shape([pos, neg])
     chex.assert_rank(hyper.temperature, 0)
     apply = LOSSES[static.train.loss].apply
-    loss = apply(positives, negatives, hyper.temperature, static.structure)
+    loss = apply(positives, negatives, hyper.temperature, static.structure, params.get("loss"))
     chex.assert_rank(loss, 0)
     return loss

@@ -135,6 +135,7 @@ def official_simulation(
     statistical: bool,
     causal_strength: float,
     causal: tuple[np.ndarray, np.ndarray] | None = None,
+    change_scales: np.ndarray | None = None,
 ) -> Simulation:
     """The simulation of the official ``main_mlp.py --seed SEED`` (module docstring).
 
@@ -143,6 +144,7 @@ def official_simulation(
       sim: block sizes and mechanisms (``mixing: mlp``, ``discrete: none``).
       p_change, statistical, causal_strength: the run's hyperparameters.
       causal: the seed's ``(B, a)`` from :func:`causal_draws`, when already drawn.
+      change_scales: the run's ``simulation.change_scales`` (default: ones).
 
     Returns:
       A :class:`~jaxmmcl.simulation.Simulation` of NumPy float32 arrays (one run, unstacked).
@@ -164,6 +166,7 @@ def official_simulation(
         covariance={f.name: factor[f.size] for f in structure.factors if f.copy_of is None},
         causal={"s": {"b": b, "a": a}},
         p_change=np.float32(p_change),
+        change_scales=np.ones((1,), np.float32) if change_scales is None else change_scales,
         structure=structure,
         n_classes=sim.n_classes,
         dependence=sim.causal,
@@ -192,6 +195,7 @@ def official_simulations(seeds, hypers: HyperArrays, sim: SimulationConfig) -> S
             statistical=bool(hypers.statistical[i] > 0),
             causal_strength=float(hypers.causal_strength[i]),
             causal=causal.get(seed),
+            change_scales=np.asarray(hypers.change_scales[i], np.float32),
         )
         for i, seed in enumerate(seeds)
     ]

@@ -154,13 +154,18 @@ def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
         if sim.structure == "paper":
             shape = f"n=({sim.n_c},{sim.n_s},{sim.n_m})"
             shape += f" views={sim.n_views}" if sim.n_views != 2 else ""
+        elif sim.structure == "pair":
+            shape = f"pair n_z={sim.n_z}"
         else:
             shape = f"{sim.structure} views={[list(v) for v in sim.views]}"
+        if (sim.marginal, sim.conditional) != ("normal", "mask"):
+            shape += f" {sim.marginal}/{sim.conditional}"
         summary = (
             f"{shape} {sim.mixing}x{sim.mixing_layers}"
             f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths())}"
             f" enc={static.encoding_size()}{' shared-g' if static.model.shared_encoder else ''}"
-            f" batch={static.train.batch_size} steps={static.train.steps}"
+            f"{' ' + static.model.normalize if static.model.normalize != 'none' else ''}"
+            f" loss={static.train.loss} batch={static.train.batch_size} steps={static.train.steps}"
             + (f" n_train={sim.n_train}" if sim.n_train else "")
         )
         lines.append(

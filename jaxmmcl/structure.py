@@ -15,6 +15,10 @@ Structures are built by name from the simulation config (:data:`STRUCTURES`, sel
   ``m1 .. mK`` per view; view 1 sees ``(c, s, m1)``, view k > 1 sees ``(c, s_k, mk)`` with
   ``s_k`` a perturbed copy of ``s`` (named ``s_tilde`` for view 2, as in the paper). With
   ``n_m = 0`` and a shared mechanism it is the paper's multi-view setting.
+* ``"pair"`` (Zimmermann et al., cl-ica; Rusak et al., AnInfoNCE): one latent vector ``z`` of
+  ``n_z`` components and its perturbed copy ``z_tilde``; view 1 sees ``z``, view 2
+  ``z_tilde``. Nothing is invariant: the positive pair differs in every component, as much as
+  the conditional (``simulation.conditional``) and the change scales say.
 * ``"subsets"`` (Yao et al., multiview-crl): one latent vector ``z`` of ``n`` components drawn
   jointly, view k observing the components ``simulation.views[k]`` (no perturbation): the
   factors shared by a subset of views are the components every view of it observes.
@@ -178,6 +182,13 @@ def paper(sim: SimulationConfig) -> Structure:
     return Structure(tuple(factors), views, (sim.n_c,) * k, causal=(("c", "s"),))
 
 
+def pair(sim: SimulationConfig) -> Structure:
+    """cl-ica's and AnInfoNCE's structure: ``z`` and its copy ``z_tilde``, one view each."""
+    factors = (Factor("z", sim.n_z, "z"), Factor("z_tilde", sim.n_z, "z", copy_of="z"))
+    views = (View("h1", (("z", None),)), View("h2", (("z_tilde", None),)))
+    return Structure(factors, views, (sim.n_z, sim.n_z))
+
+
 def subsets(sim: SimulationConfig) -> Structure:
     """Yao et al.'s structure: one vector ``z``, view k observing ``simulation.views[k]``."""
     if not sim.views:
@@ -193,6 +204,7 @@ def subsets(sim: SimulationConfig) -> Structure:
 
 STRUCTURES: dict[str, Callable[[SimulationConfig], Structure]] = {
     "paper": paper,
+    "pair": pair,
     "subsets": subsets,
 }
 """``simulation.structure`` -> the builder of its :class:`Structure`."""

@@ -45,7 +45,14 @@ from jaxmmcl.config import (
     run_config_from_dict,
 )
 from jaxmmcl.reports import validate_report
-from jaxmmcl.results import read_yaml, yaml_error_line
+from jaxmmcl.results import (
+    FIXED_COLUMNS,
+    KEY_COLUMNS,
+    RUN_COLUMNS,
+    read_yaml,
+    score_columns,
+    yaml_error_line,
+)
 
 SWEEP_KEYS = ("name", "summary", "description", "default_scale", "base", "scales", "axes", "report")
 
@@ -201,8 +208,22 @@ def _check_disjoint(axes: dict[str, Any]) -> None:
             owner[key] = name
 
 
+def _check_names(axes: dict[str, Any]) -> None:
+    """A named or zipped axis is a results.csv column: it must not share a result column's
+    name (the column would overwrite the axis's labels after the whole sweep has run)."""
+    # ``step`` is a column of losses.csv, ``sweep`` the frames' column of a list of sweeps.
+    reserved = {*FIXED_COLUMNS, *KEY_COLUMNS, *RUN_COLUMNS, *score_columns(), "step", "sweep"}
+    for name, values in axes.items():
+        if isinstance(values, Mapping) and name in reserved:
+            raise ConfigError(
+                f"axes.{name}: the name of a result column; call the axis something else "
+                f"(reserved: {', '.join(sorted(reserved))})"
+            )
+
+
 def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
     _check_disjoint(axes)
+    _check_names(axes)
     choices = []
     for name, values in axes.items():
         if _is_zip(values):

@@ -35,6 +35,7 @@ from jaxmmcl.config import HyperArrays, StaticConfig, TrainConfig
 from jaxmmcl.encoders import init_encoders
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.keys import data_key, run_keys
+from jaxmmcl.losses import LOSSES
 from jaxmmcl.objective import batch_loss, views_loss
 from jaxmmcl.official import official_simulations
 from jaxmmcl.precision import matmul_precision
@@ -77,23 +78,58 @@ def lr_multiplier(step: jnp.ndarray, train: TrainConfig) -> jnp.ndarray:
     return warm
 
 
-def make_optimizer(learning_rate: jnp.ndarray, train: TrainConfig) -> optax.GradientTransformation:
+def make_optimizer(
+    learning_rate: jnp.ndarray,
+    train: TrainConfig,
+    loss_learning_rate: jnp.ndarray | None = None,
+) -> optax.GradientTransformation:
     """Adam after clipping to global L2 norm ``train.clip_norm``, with the config's schedule.
 
-    ``learning_rate`` may be traced, so one program serves runs with different rates.
+    The rates may be traced, so one program serves runs with different rates. With
+    ``loss_learning_rate`` the parameters are ``{"g1": ..., "loss": ...}`` and the loss's own
+    (:attr:`jaxmmcl.losses.Loss.init`) take that rate (the schedule applies to both).
     """
-    return optax.chain(
-        optax.clip_by_global_norm(train.clip_norm),
-        optax.scale_by_adam(),
-        optax.scale_by_learning_rate(lambda count: learning_rate * lr_multiplier(count, train)),
-    )
+
+    def rate(value):
+        return optax.scale_by_learning_rate(lambda count: value * lr_multiplier(count, train))
+
+    if loss_learning_rate is None:
+        step = rate(learning_rate)
+    else:
+        step = optax.partition(
+            {"encoders": rate(learning_rate), "loss": rate(loss_learning_rate)},
+            lambda params: (
+                jax.tree.map(lambda _: "encoders", params)
+                | {"loss": jax.tree.map(lambda _: "loss", params["loss"])}
+            ),
+        )
+    return optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.scale_by_adam(), step)
+
+
+def run_optimizer(hyper: HyperArrays, static: StaticConfig) -> optax.GradientTransformation:
+    """The run's optimiser (:func:`make_optimizer`): a second rate for a loss with trained
+    parameters."""
+    trained_loss = LOSSES[static.train.loss].init is not None
+    loss_rate = hyper.loss_learning_rate if trained_loss else None
+    return make_optimizer(hyper.learning_rate, static.train, loss_rate)
+
+
+def init_params(key: jax.Array, static: StaticConfig) -> dict:
+    """The run's initial parameters: the encoders (:func:`jaxmmcl.encoders.init_encoders`
+    from ``key``) and, for a loss with trained parameters, ``"loss"`` (from a key folded from
+    ``key``, so the encoders start as with any other loss)."""
+    params = init_encoders(key, static)
+    loss = LOSSES[static.train.loss]
+    if loss.init is not None:
+        params["loss"] = loss.init(jax.random.fold_in(key, 1), static.encoding_size(0))
+    return params
 
 
 def init_state(seed: jnp.ndarray, hyper: HyperArrays, static: StaticConfig) -> TrainState:
-    """The run's initial encoders and optimiser state, from its training key."""
+    """The run's initial parameters and optimiser state, from its training key."""
     init_key, step_key = jax.random.split(run_keys(seed)[1])
-    params = init_encoders(init_key, static)
-    opt_state = make_optimizer(hyper.learning_rate, static.train).init(params)
+    params = init_params(init_key, static)
+    opt_state = run_optimizer(hyper, static).init(params)
     set_key = data_key(seed)
     return TrainState(
         params=params,
@@ -171,7 +207,7 @@ def train_step(
 
     with matmul_precision(static.train.precision):
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    tx = make_optimizer(hyper.learning_rate, static.train)
+    tx = run_optimizer(hyper, static)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jax.tree.reduce(

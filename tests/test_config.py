@@ -62,3 +62,10 @@ def test_a_sweep_axis_that_makes_a_bad_combination_fails_before_running():
     }
     with pytest.raises(ConfigError, match=r"^simulation.causal_strength: expected 0 with"):
         load_sweep(spec)
+
+
+@pytest.mark.parametrize("name", ["loss", "factor", "r2_linear", "status"])
+def test_a_named_axis_called_like_a_result_column_fails_before_running(name):
+    spec = {"name": "bad", "axes": {name: {"a": {"train.temperature": 0.5}}}}
+    with pytest.raises(ConfigError, match=rf"^axes.{name}: the name of a result column"):
+        load_sweep(spec)

@@ -174,10 +174,12 @@ def test_every_loss_is_finite_and_falls_as_positive_pairs_align(name):
     base = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
     noise = [jnp.asarray(rng.normal(size=(16, 5)), jnp.float32) for _ in VIEWS]
     negs = tuple(jnp.asarray(rng.normal(size=(16, 5)), jnp.float32) for _ in VIEWS)
+    init = LOSSES[name].init
+    params = None if init is None else init(jax.random.key(0), 5)
 
     def loss(spread):
         hs = tuple(base + spread * n for n in noise)
-        return LOSSES[name].apply(hs, negs, jnp.float32(1.0), structure)
+        return LOSSES[name].apply(hs, negs, jnp.float32(1.0), structure, params)
 
     value, slope = jax.value_and_grad(loss)(jnp.float32(0.5))
     assert np.isfinite(value) and slope > 0

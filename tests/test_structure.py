@@ -180,7 +180,7 @@ def test_a_new_variant_is_one_object_and_one_registry_line(tmp_path, monkeypatch
         ),
     )
     monkeypatch.setitem(
-        LOSSES, "infonce_cold", Loss(lambda hs, negs, t, s: infonce(hs, negs, t / 2, s))
+        LOSSES, "infonce_cold", Loss(lambda hs, negs, t, s, p: infonce(hs, negs, t / 2, s, p))
     )
     monkeypatch.setitem(
         metrics.METRICS,

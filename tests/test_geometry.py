@@ -1,0 +1,195 @@
+"""Latent geometries and anisotropic changes (AnInfoNCE, Rusak et al.): the samplers against
+closed forms, the loss against NumPy and against InfoNCE, the loss's own learning rate, the
+config's checks, and a vmapped grid of anisotropic runs against its runs alone."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY
+
+from jaxmmcl import geometry
+from jaxmmcl.config import ConfigError, Hyperparams, run_config_from_dict, stack_hyperparams
+from jaxmmcl.grid import train_grid
+from jaxmmcl.latents import init_latent_params, sample_latents
+from jaxmmcl.losses import LOSSES, anisotropic_info_nce, symmetric_info_nce
+from jaxmmcl.simulation import init_simulation
+from jaxmmcl.training import init_state, train_step
+
+SCALES = (0.45, 0.35, 0.25, 0.2)
+PAIR = {
+    "simulation": {
+        "structure": "pair",
+        "n_z": 4,
+        "marginal": "sphere",
+        "conditional": "projected_normal",
+        "change_scales": list(SCALES),
+        "shared_mixing": True,
+    },
+    "model": {"widths": [16, 16], "shared_encoder": True, "normalize": "sphere"},
+    "train": TINY["train"] | {"loss": "aninfonce"},
+    "eval": TINY["eval"] | {"per_latent": True},
+}
+
+
+def _latents(values, n, seed=0):
+    config = run_config_from_dict(values)
+    hyper = stack_hyperparams([config.hyper])
+    params = init_latent_params(
+        jax.random.key(seed), config.static.simulation, jax.tree.map(lambda x: x[0], hyper)
+    )
+    return jax.device_get(sample_latents(jax.random.key(seed + 1), params, n))
+
+
+def test_the_sphere_marginal_is_uniform_on_the_unit_sphere():
+    z = _latents(PAIR, 20_000)["z"]
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    # Uniform on S^(n-1): mean 0 and second moment I / n.
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=0.02)
+    np.testing.assert_allclose(z.T @ z / len(z), np.eye(4) / 4, atol=0.01)
+
+
+def test_the_projected_normal_keeps_the_sphere_and_changes_each_component_by_its_scale():
+    lat = _latents(PAIR, 20_000)
+    z, z_tilde = lat["z"], lat["z_tilde"]
+    np.testing.assert_allclose(np.linalg.norm(z_tilde, axis=1), 1.0, atol=1e-5)
+    spread = (z_tilde - z).std(0)
+    # Projection and rejection shrink the change, but keep its order across components.
+    assert np.all(np.diff(spread) < 0), spread
+    # The candidates kept have norms within the threshold of 1, so the projection moves them
+    # by less than it, and the change is about the scale.
+    np.testing.assert_allclose(spread, SCALES, rtol=0.35)
+
+
+def test_a_projected_normal_that_cannot_land_on_the_sphere_gives_nan_not_a_hang():
+    base = jnp.eye(3)[:2]
+    out = geometry.projected_normal(jax.random.key(0), base, jnp.full((3,), 1e6))
+    assert np.isnan(np.asarray(out)).all()
+    near = geometry.projected_normal(jax.random.key(0), base, jnp.full((3,), 0.05))
+    np.testing.assert_allclose(np.linalg.norm(near, axis=1), 1.0, atol=1e-6)
+
+
+def test_the_normal_conditional_changes_each_component_by_its_scale():
+    sim = {"structure": "pair", "n_z": 4, "conditional": "normal", "change_scales": list(SCALES)}
+    lat = _latents({"simulation": sim}, 40_000)
+    diff = lat["z_tilde"] - lat["z"]
+    np.testing.assert_allclose(diff.mean(0), 0.0, atol=0.01)
+    np.testing.assert_allclose(diff.std(0), SCALES, rtol=0.02)
+    np.testing.assert_allclose(lat["z"].std(0), 1.0, rtol=0.02)
+
+
+def test_the_paper_conditional_scales_its_noise_and_equal_scales_change_nothing():
+    base = {"simulation": {"n_c": 2, "n_s": 3, "n_m": 1, "p_change": 0.5}}
+    plain = _latents(base, 4096)
+    ones = _latents({"simulation": base["simulation"] | {"change_scales": [1, 1, 1]}}, 4096)
+    for name in plain:
+        np.testing.assert_array_equal(ones[name], plain[name])
+    scaled = _latents({"simulation": base["simulation"] | {"change_scales": [0, 1, 3]}}, 4096)
+    np.testing.assert_array_equal(scaled["s"], plain["s"])
+    diff = scaled["s_tilde"] - scaled["s"]
+    assert np.all(diff[:, 0] == 0)
+    np.testing.assert_allclose(diff[:, 2], 3 * (plain["s_tilde"] - plain["s"])[:, 2], rtol=1e-5)
+
+
+def _numpy_aninfonce(hs, negs, precision, tau):
+    def one(a, b, neg):
+        d = lambda x, y: 0.5 * (((x[:, None] - y[None]) ** 2) * precision).sum(-1) / tau  # noqa: E731
+        pos = np.diag(d(a, b))
+        logits = np.concatenate([-d(a, neg), -pos[:, None]], axis=1)
+        top = logits.max(1, keepdims=True)
+        lse = np.log(np.exp(logits - top).sum(1)) + top[:, 0]
+        return np.mean(pos + lse - np.log(logits.shape[1]))
+
+    return 0.5 * (one(hs[0], hs[1], negs[0]) + one(hs[1], hs[0], negs[1]))
+
+
+def test_aninfonce_equals_numpy_and_with_equal_precision_the_paper_infonce():
+    rng = np.random.default_rng(0)
+    hs = [rng.normal(size=(16, 4)).astype(np.float32) for _ in range(2)]
+    negs = [rng.normal(size=(16, 4)).astype(np.float32) for _ in range(2)]
+    precision = np.asarray([5.0, 9.0, 17.0, 25.0], np.float32)
+    got = anisotropic_info_nce(hs, negs, jnp.float32(0.5), precision)
+    np.testing.assert_allclose(got, _numpy_aninfonce(hs, negs, precision, 0.5), rtol=1e-5)
+    tau = jnp.float32(0.3)
+    np.testing.assert_allclose(
+        anisotropic_info_nce(hs, negs, tau, jnp.full((4,), 2.0)),
+        symmetric_info_nce(hs, negs, tau),
+        rtol=1e-6,
+    )
+    # The registered loss takes its precision as softplus of its parameter.
+    raw = {"raw_precision": jnp.log(jnp.expm1(jnp.asarray(precision)))}
+    np.testing.assert_allclose(
+        LOSSES["aninfonce"].apply(hs, negs, jnp.float32(0.5), None, raw), got, rtol=1e-5
+    )
+
+
+def test_the_loss_parameters_take_their_own_learning_rate():
+    config = run_config_from_dict(
+        PAIR
+        | {
+            "train": PAIR["train"] | {"learning_rate": 1e-5, "loss_learning_rate": 0.05},
+            "model": PAIR["model"],
+        }
+    )
+    hyper = jax.tree.map(lambda x: x[0], stack_hyperparams([config.hyper]))
+    static = config.static
+    state = init_state(jnp.asarray(0), hyper, static)
+    simulation = init_simulation(jax.random.key(0), static.simulation, hyper)
+    new, _ = jax.jit(train_step, static_argnums=3)(state, simulation, hyper, static)
+    # Adam's first step moves every parameter by its rate times g / (|g| + eps): about the rate.
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a - b)).max(), new.params, state.params)
+    np.testing.assert_allclose(moved["loss"]["raw_precision"], 0.05, rtol=1e-3)
+    np.testing.assert_allclose(max(jax.tree.leaves(moved["g1"])), 1e-5, rtol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"simulation": {"change_scales": [1, 2]}}, "simulation.change_scales: expected [] or one"),
+        ({"simulation": {"change_scales": [1, -2, 1, 1, 1]}}, "a list of numbers >= 0"),
+        (
+            {"simulation": {"marginal": "sphere", "statistical": True}},
+            "simulation.conditional: expected one that keeps",
+        ),
+        (
+            {"simulation": {"marginal": "sphere", "conditional": "projected_normal"}}
+            | {"seed": 0, "simulation.statistical": True},
+            "simulation.statistical: expected false with simulation.marginal = 'sphere'",
+        ),
+        ({"simulation": {"conditional": "projected_normal"}}, "simulation.conditional"),
+        (
+            {"simulation": {"marginal": "sphere", "conditional": "projected_normal"}}
+            | {"simulation.causal_strength": 1.0},
+            "simulation.causal_strength: expected 0 with simulation.marginal = 'sphere'",
+        ),
+        ({"model": {"normalize": "box"}}, "model.normalize: expected one of none, sphere"),
+        (
+            {"train": {"loss": "aninfonce"}, "model": {"encoding_size": 0}}
+            | {"simulation": {"structure": "subsets", "views": [[0, 1], [1, 2, 3]]}},
+            "train.loss: expected a loss that takes encodings of different sizes",
+        ),
+    ],
+)
+def test_bad_geometries_are_refused_naming_the_key(values, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        run_config_from_dict(values)
+
+
+def test_run_i_of_an_anisotropic_grid_equals_the_run_alone():
+    static = run_config_from_dict(PAIR).static
+    hypers = [
+        Hyperparams(change_scales=SCALES, loss_learning_rate=0.01),
+        Hyperparams(change_scales=SCALES[::-1], temperature=0.5),
+    ]
+    seeds = [3, 1]
+    grid = train_grid(static, jnp.asarray(seeds), stack_hyperparams(hypers))
+    assert grid.params["loss"]["raw_precision"].shape == (2, 4)
+    for i, (seed, hyper) in enumerate(zip(seeds, hypers, strict=True)):
+        alone = train_grid(static, jnp.asarray([seed]), stack_hyperparams([hyper]))
+        chex.assert_trees_all_equal(
+            jax.tree.map(lambda x, i=i: x[i], grid.params),
+            jax.tree.map(lambda x: x[0], alone.params),
+        )
