@@ -87,11 +87,13 @@ class SimulationConfig:
         view observing the components ``views`` lists).
       n_z: the size of the pair structure's z, >= 1.
       marginal: the distribution of every base factor, by name in
-        :data:`jaxmmcl.geometry.MARGINALS`: ``"normal"`` (the paper's) or ``"sphere"`` (uniform
-        on the unit sphere; excludes ``simulation.statistical``).
+        :data:`jaxmmcl.geometry.MARGINALS`: ``"normal"`` (the paper's), ``"laplace"``,
+        ``"box"`` (uniform on [0, 1]^n) or ``"sphere"`` (uniform on the unit sphere); all but
+        the first exclude ``simulation.statistical``.
       conditional: the distribution of a perturbed copy given its base, by name in
-        :data:`jaxmmcl.geometry.CONDITIONALS`: ``"mask"`` (the paper's), ``"normal"`` or
-        ``"projected_normal"`` (on the sphere: needs ``marginal: sphere``, which needs it).
+        :data:`jaxmmcl.geometry.CONDITIONALS`: ``"mask"`` (the paper's; real space only),
+        ``"normal"``, ``"laplace"`` (real space or, truncated, the box) or
+        ``"projected_normal"`` (the sphere's; the sphere needs it).
       n_views: number of views of the paper's structure, >= 2.
       views: for the subsets structure, the latent components each view observes (a list of
         lists of indices; at least two views).
@@ -480,8 +482,9 @@ class Hyperparams:
       causal_strength: strength of the causal dependence of a child factor on its parent (the
         paper's s = s0 + strength * B c + a); 0 switches it off (a is then dropped too).
       change_scales: the standard deviation of each component's change in a perturbed copy
-        (:mod:`jaxmmcl.geometry`): one number per component of the copied factor, or ``[]``
-        (the default) for all ones. With ``conditional: mask`` it scales the paper's eps;
+        (:mod:`jaxmmcl.geometry`; the vMF's concentration is ``1 / scale^2``): one number per
+        component of the copied factor, one number for every component, or ``[]`` (the
+        default) for all ones. With ``conditional: mask`` it scales the paper's eps;
         unequal scales are AnInfoNCE's anisotropic changes. A vector: stacked ``(R, size)``.
       learning_rate: Adam step size.
       loss_learning_rate: Adam step size of the loss's own parameters (AnInfoNCE's precision;
@@ -514,10 +517,14 @@ HyperArrays = Hyperparams
 
 def stack_hyperparams(hypers: list[Hyperparams]) -> HyperArrays:
     """Stacks per-run hyperparameters into float32 arrays of shape ``(len(hypers),)``, and
-    ``change_scales`` into ``(len(hypers), size)``: ``[]`` becomes ones, ``(R, 1)`` when every
-    run has ``[]``."""
+    ``change_scales`` into ``(len(hypers), size)``: ``[]`` becomes ones and ``[x]`` x in every
+    component; ``(R, 1)`` when no run gives more than one number."""
     size = max([len(h.change_scales) for h in hypers] + [1])
-    scales = [h.change_scales or (1.0,) * size for h in hypers]
+    scales = [
+        (h.change_scales[0],) * size if len(h.change_scales) == 1 else h.change_scales
+        for h in hypers
+    ]
+    scales = [v or (1.0,) * size for v in scales]
     if any(len(v) != size for v in scales):
         _fail("simulation.change_scales", [list(v) for v in scales], "equal lengths in a group")
     values = {
@@ -591,13 +598,17 @@ class RunConfig:
             )
         scales = self.hyper.change_scales
         sizes = {f.size for f in self.static.structure.factors if f.copy_of is not None}
-        if scales and (len(sizes) != 1 or len(scales) not in sizes):
+        if len(scales) > 1 and (len(sizes) != 1 or len(scales) not in sizes):
             _fail(
                 "simulation.change_scales",
                 list(scales),
-                "[] or one number per component of the perturbed copies "
-                f"(sizes {sorted(sizes) or 'none: the structure has no copies'})",
+                "[], one number for every component, or one per component of the perturbed "
+                f"copies (sizes {sorted(sizes) or 'none: the structure has no copies'})",
             )
+        if sim.conditional == "vmf" and len(set(scales)) > 1:
+            _fail("simulation.change_scales", list(scales), "one scale with conditional 'vmf'")
+        if 0 in scales and sim.conditional == "vmf":
+            _fail("simulation.change_scales", list(scales), "a scale > 0 with conditional 'vmf'")
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python mapping with every key; the inverse of run_config_from_dict."""

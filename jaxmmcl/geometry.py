@@ -3,13 +3,15 @@
 Two plug-in axes of the latent distribution (:mod:`jaxmmcl.latents`):
 
 * the *marginal* of a base factor (``simulation.marginal``, :data:`MARGINALS`): ``"normal"``,
-  the paper's ``N(0, L L^T)``; ``"sphere"``, uniform on the unit sphere (AnInfoNCE's and
-  cl-ica's hyperspherical latents);
+  the paper's ``N(0, L L^T)``; ``"laplace"``; ``"box"``, uniform on the unit box ``[0, 1]^n``
+  (cl-ica's); ``"sphere"``, uniform on the unit sphere (AnInfoNCE's and cl-ica's);
 * the *conditional* of a perturbed copy given its base (``simulation.conditional``,
   :data:`CONDITIONALS`): ``"mask"``, the paper's ``s_tilde = s + mask * (scales * eps)``, each
-  component changing with probability ``p_change``; ``"normal"``, every component changing by
-  ``scales * N(0, 1)``; ``"projected_normal"``, AnInfoNCE's anisotropic conditional on the
-  sphere.
+  component changing with probability ``p_change``; ``"normal"`` and ``"laplace"``, every
+  component changing by ``scales`` times standard normal or Laplace noise (cl-ica's
+  conditionals; in the box, each component truncated to it by rejection, as cl-ica's
+  ``truncated_rejection_resampling``); ``"projected_normal"``, AnInfoNCE's anisotropic
+  conditional on the sphere; ``"vmf"``, cl-ica's von Mises-Fisher conditional on the sphere.
 
 ``scales`` is the traced per-component vector ``simulation.change_scales`` (default: all ones):
 the standard deviation of each component's change. Equal scales are the isotropic conditionals
@@ -38,6 +40,12 @@ _CANDIDATES = 32
 # Rounds after which a sample still without a candidate is given up (NaN): change scales so
 # large that 32,768 candidates miss the shell make the run diverge instead of never ending.
 _MAX_ROUNDS = 1024
+# Candidates per sample and round of the vMF's cosine: Wood's sampler accepts at least two
+# thirds of its proposals (0.68 at kappa 1000 in 3 dimensions, more elsewhere), so 4 leave a
+# sample for another round with probability near 1 %, and the Beta draws (its cost) stay few.
+_VMF_CANDIDATES = 4
+# cl-ica's box (main_mlp.py --box-min 0 --box-max 1).
+BOX = (0.0, 1.0)
 
 
 class Marginal(NamedTuple):
@@ -46,7 +54,7 @@ class Marginal(NamedTuple):
     Attributes:
       sample: ``(key, n, covariance_factor) -> (n, size)``, with ``covariance_factor`` the
         factor's ``(size, size)`` ``L`` (:class:`jaxmmcl.latents.LatentParams`).
-      space: the space its samples lie in (``"real"``, ``"sphere"``).
+      space: the space its samples lie in (``"real"``, ``"box"``, ``"sphere"``).
       uses_covariance: whether ``L`` matters (``simulation.statistical`` needs it).
     """
 
@@ -59,8 +67,9 @@ class Conditional(NamedTuple):
     """The distribution of a perturbed copy given its base factor.
 
     Attributes:
-      sample: ``(noise_key, mask_key, base, covariance_factor, p_change, scales) -> copy``:
-        ``base`` ``(n, size)``; ``scales`` ``(size,)`` or ``(1,)``; returns ``(n, size)``.
+      sample: ``(noise_key, mask_key, base, covariance_factor, p_change, scales, space) ->
+        copy``: ``base`` ``(n, size)``; ``scales`` ``(size,)`` or ``(1,)``; ``space`` the
+        marginal's (static); returns ``(n, size)``.
       spaces: the marginals' spaces whose samples it keeps in their space.
     """
 
@@ -72,6 +81,14 @@ def _normal(key, n, factor):
     return jax.random.normal(key, (n, factor.shape[0])) @ factor.T
 
 
+def _laplace(key, n, factor):
+    return jax.random.laplace(key, (n, factor.shape[0]))
+
+
+def _box(key, n, factor):
+    return jax.random.uniform(key, (n, factor.shape[0]), minval=BOX[0], maxval=BOX[1])
+
+
 def _sphere(key, n, factor):
     # A standard normal vector divided by its norm is uniform on the sphere.
     x = jax.random.normal(key, (n, factor.shape[0]))
@@ -80,22 +97,56 @@ def _sphere(key, n, factor):
 
 MARGINALS: dict[str, Marginal] = {
     "normal": Marginal(_normal, "real", uses_covariance=True),
+    "laplace": Marginal(_laplace, "real", uses_covariance=False),
+    "box": Marginal(_box, "box", uses_covariance=False),
     "sphere": Marginal(_sphere, "sphere", uses_covariance=False),
 }
 """``simulation.marginal`` -> its :class:`Marginal`: ``"normal"``, the paper's ``N(0, L L^T)``
-(``L = I`` unless ``simulation.statistical``); ``"sphere"``, uniform on the unit sphere
+(``L = I`` unless ``simulation.statistical``); ``"laplace"``, standard Laplace components;
+``"box"``, uniform on ``[0, 1]^size``; ``"sphere"``, uniform on the unit sphere
 ``S^(size - 1)``."""
 
 
-def _mask(noise_key, mask_key, base, factor, p_change, scales):
+def _mask(noise_key, mask_key, base, factor, p_change, scales, space):
     mask = jax.random.bernoulli(mask_key, p_change, base.shape)
     eps = jax.random.normal(noise_key, base.shape) @ factor.T
     return base + mask * (scales * eps)
 
 
-def _gaussian(noise_key, mask_key, base, factor, p_change, scales):
-    del mask_key, factor, p_change
-    return base + scales * jax.random.normal(noise_key, base.shape)
+def truncated_to_box(draw: Callable[[int], jnp.ndarray]) -> jnp.ndarray:
+    """Component-wise rejection into :data:`BOX`: each component takes its value from the
+    first round r whose ``draw(r)`` puts it inside the box (cl-ica's
+    ``truncated_rejection_resampling``). For a conditional with independent components this
+    is the conditional truncated to the box. Components no round of 1,024 puts inside are NaN
+    (the run diverges; see :func:`projected_normal`)."""
+    lo, hi = BOX
+
+    def body(carry):
+        r, out, done = carry
+        drawn = draw(r)
+        ok = (drawn >= lo) & (drawn <= hi) & ~done
+        return r + 1, jnp.where(ok, drawn, out), done | ok
+
+    first = draw(0)
+    done = (first >= lo) & (first <= hi)
+    _, out, done = jax.lax.while_loop(
+        lambda c: ~jnp.all(c[2]) & (c[0] < _MAX_ROUNDS), body, (1, first, done)
+    )
+    return jnp.where(done, out, jnp.nan)
+
+
+def _additive(noise: Callable[[jax.Array, tuple[int, ...]], jnp.ndarray]) -> Callable:
+    """The conditional ``base + scales * noise``, truncated to the box in the box space."""
+
+    def sample(noise_key, mask_key, base, factor, p_change, scales, space):
+        del mask_key, factor, p_change
+
+        def draw(r):
+            return base + scales * noise(jax.random.fold_in(noise_key, r), base.shape)
+
+        return truncated_to_box(draw) if space == "box" else draw(0)
+
+    return sample
 
 
 def projected_normal(key: jax.Array, base: jnp.ndarray, scales: jnp.ndarray) -> jnp.ndarray:
@@ -140,18 +191,67 @@ def projected_normal(key: jax.Array, base: jnp.ndarray, scales: jnp.ndarray) -> 
     return jnp.where(done[:, None], out, jnp.nan)
 
 
-def _projected(noise_key, mask_key, base, factor, p_change, scales):
-    del mask_key, factor, p_change
+def von_mises_fisher(key: jax.Array, mean: jnp.ndarray, kappa: jnp.ndarray) -> jnp.ndarray:
+    """Samples of the von Mises-Fisher distribution ``p(x) ~ exp(kappa mean^T x)`` on the unit
+    sphere, one around each row of ``mean`` ``(n, d)`` (unit vectors), by Wood's (1994)
+    rejection sampler: the cosine ``w = mean^T x`` by rejection from a Beta proposal (rounds
+    from ``fold_in(key, r)``, as :func:`projected_normal`), then a uniform direction
+    orthogonal to the mean. ``kappa`` > 0 is a scalar. Returns ``(n, d)`` unit vectors."""
+    n, d = mean.shape
+    m = d - 1
+    b = (-2 * kappa + jnp.sqrt(4 * kappa**2 + m**2)) / m
+    x0 = (1 - b) / (1 + b)
+    c = kappa * x0 + m * jnp.log(1 - x0**2)
+    k_w, k_v = jax.random.split(key)
+
+    def draw(r):
+        k_beta, k_u = jax.random.split(jax.random.fold_in(k_w, r))
+        z = jax.random.beta(k_beta, m / 2, m / 2, (n, _VMF_CANDIDATES))
+        w = (1 - (1 + b) * z) / (1 - (1 - b) * z)
+        u = jax.random.uniform(k_u, (n, _VMF_CANDIDATES))
+        ok = kappa * w + m * jnp.log(1 - x0 * w) - c >= jnp.log(u)
+        first = jnp.argmax(ok, axis=1)
+        return jnp.take_along_axis(w, first[:, None], axis=1)[:, 0], jnp.any(ok, axis=1)
+
+    def body(carry):
+        r, out, done = carry
+        drawn, ok = draw(r)
+        return r + 1, jnp.where(ok & ~done, drawn, out), done | ok
+
+    w, done = draw(0)
+    _, w, done = jax.lax.while_loop(
+        lambda c: ~jnp.all(c[2]) & (c[0] < _MAX_ROUNDS), body, (1, w, done)
+    )
+    v = jax.random.normal(k_v, (n, d))
+    v = v - jnp.sum(v * mean, axis=-1, keepdims=True) * mean
+    v = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+    x = w[:, None] * mean + jnp.sqrt(jnp.maximum(1 - w**2, 0.0))[:, None] * v
+    return jnp.where(done[:, None], x, jnp.nan)
+
+
+def _vmf(noise_key, mask_key, base, factor, p_change, scales, space):
+    del mask_key, factor, p_change, space
+    # One scale for every component (the config checks it): kappa = 1 / scale^2, so a small
+    # change scale is a concentrated conditional, as for the others.
+    return von_mises_fisher(noise_key, base, 1.0 / scales[0] ** 2)
+
+
+def _projected(noise_key, mask_key, base, factor, p_change, scales, space):
+    del mask_key, factor, p_change, space
     return projected_normal(noise_key, base, scales)
 
 
 CONDITIONALS: dict[str, Conditional] = {
     "mask": Conditional(_mask, ("real",)),
-    "normal": Conditional(_gaussian, ("real",)),
+    "normal": Conditional(_additive(jax.random.normal), ("real", "box")),
+    "laplace": Conditional(_additive(jax.random.laplace), ("real", "box")),
     "projected_normal": Conditional(_projected, ("sphere",)),
+    "vmf": Conditional(_vmf, ("sphere",)),
 }
 """``simulation.conditional`` -> its :class:`Conditional`: ``"mask"`` (the paper's: each
 component changes with probability ``p_change`` by ``scales * eps``, eps with the base's
-covariance), ``"normal"`` (every component changes by ``scales * N(0, 1)``: cl-ica's Gaussian
-conditional, anisotropic with unequal scales), ``"projected_normal"`` (on the sphere:
-:func:`projected_normal`)."""
+covariance), ``"normal"`` and ``"laplace"`` (every component changes by ``scales`` times
+standard normal or Laplace noise, cl-ica's conditionals, anisotropic with unequal scales;
+truncated to the box by :func:`truncated_to_box` in the box space), ``"projected_normal"`` (on
+the sphere: :func:`projected_normal`), ``"vmf"`` (on the sphere: :func:`von_mises_fisher` with
+``kappa = 1 / scale^2``, one scale for all components; cl-ica's)."""

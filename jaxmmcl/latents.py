@@ -252,6 +252,7 @@ def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
                 params.covariance[f.copy_of],
                 params.p_change,
                 params.change_scales,
+                MARGINALS[params.marginal].space,
             )
     return out
 

@@ -190,6 +190,32 @@ def pairwise_nt_xent(
     return functools.reduce(jnp.add, pairs) * (1.0 / len(pairs))
 
 
+def lp_info_nce(
+    hs: Sequence[jnp.ndarray], negs: Sequence[jnp.ndarray], temperature: jnp.ndarray, p: float
+) -> jnp.ndarray:
+    """cl-ica's Lp-InfoNCE (``LpSimCLRLoss(p, pow=True)``), symmetrised over pairs of views as
+    :func:`symmetric_info_nce`: the distance is ``||a - b||_p^p`` in place of the squared
+    Euclidean one (with ``p = 2``, the paper's InfoNCE). It matches a conditional with density
+    ``exp(-||z_tilde - z||_p^p / lambda)``: p = 1 the Laplace, p = 2 the normal.
+
+    The negatives' distances are an ``(n, m, k)`` array: use it at moderate batches.
+    """
+
+    def one(a, b, neg):
+        pos = jnp.sum(jnp.abs(a - b) ** p, axis=-1)
+        dist = jnp.sum(jnp.abs(a[:, None, :] - neg[None, :, :]) ** p, axis=-1)
+        log_sum_exp = jnp.logaddexp(
+            jax.nn.logsumexp(-dist / temperature, axis=1), -pos / temperature
+        )
+        return jnp.mean(pos / temperature + log_sum_exp - jnp.log(neg.shape[0] + 1))
+
+    pairs = [
+        one(hs[i], hs[j], negs[i]) + one(hs[j], hs[i], negs[j])
+        for i, j in itertools.combinations(range(len(hs)), 2)
+    ]
+    return functools.reduce(jnp.add, pairs) * (0.5 / len(pairs))
+
+
 def anisotropic_info_nce(
     hs: Sequence[jnp.ndarray],
     negs: Sequence[jnp.ndarray],
@@ -280,16 +306,27 @@ class Loss(NamedTuple):
 
 
 LOSSES: dict[str, Loss] = {
-    "infonce": Loss(lambda hs, negs, t, structure, params: symmetric_info_nce(hs, negs, t)),
+    "infonce": Loss(
+        lambda hs, negs, t, structure, params: symmetric_info_nce(hs, negs, t),
+        needs_equal_encodings=True,
+    ),
+    "infonce_l1": Loss(
+        lambda hs, negs, t, structure, params: lp_info_nce(hs, negs, t, 1.0),
+        needs_equal_encodings=True,
+    ),
     "aninfonce": Loss(_aninfonce, init=init_precision, needs_equal_encodings=True),
-    "ntxent": Loss(lambda hs, negs, t, structure, params: pairwise_nt_xent(hs, negs, t)),
+    "ntxent": Loss(
+        lambda hs, negs, t, structure, params: pairwise_nt_xent(hs, negs, t),
+        needs_equal_encodings=True,
+    ),
     "subsets": Loss(
         lambda hs, negs, t, structure, params: subsets_info_nce(hs, negs, t, structure),
         needs_view_sized_encodings=True,
     ),
 }
 """``train.loss`` -> its :class:`Loss`: ``"infonce"`` (the paper's, negative squared Euclidean
-distances, over pairs of views), ``"aninfonce"`` (Rusak et al.'s: a learned diagonal precision
+distances, over pairs of views), ``"infonce_l1"`` (cl-ica's Lp-InfoNCE with p = 1:
+:func:`lp_info_nce`), ``"aninfonce"`` (Rusak et al.'s: a learned diagonal precision
 in the distance, :func:`anisotropic_info_nce`), ``"ntxent"`` (SimCLR's cosine similarities, as
 the image/text experiment), ``"subsets"`` (multiview-crl's, over subsets of views on their
 content)."""

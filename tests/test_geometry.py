@@ -1,6 +1,6 @@
-"""Latent geometries and anisotropic changes (AnInfoNCE, Rusak et al.): the samplers against
-closed forms, the loss against NumPy and against InfoNCE, the loss's own learning rate, the
-config's checks, and a vmapped grid of anisotropic runs against its runs alone."""
+"""Latent geometries (cl-ica) and anisotropic changes (AnInfoNCE): the samplers against closed
+forms, the losses against NumPy and against InfoNCE, the loss's own learning rate, the config's
+checks, and a vmapped grid of anisotropic runs against its runs alone."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY
+from scipy.special import iv
 
 from jaxmmcl import geometry
 from jaxmmcl.config import ConfigError, Hyperparams, run_config_from_dict, stack_hyperparams
 from jaxmmcl.grid import train_grid
 from jaxmmcl.latents import init_latent_params, sample_latents
-from jaxmmcl.losses import LOSSES, anisotropic_info_nce, symmetric_info_nce
+from jaxmmcl.losses import LOSSES, anisotropic_info_nce, lp_info_nce, symmetric_info_nce
 from jaxmmcl.simulation import init_simulation
 from jaxmmcl.training import init_state, train_step
 
@@ -62,6 +63,83 @@ def test_the_projected_normal_keeps_the_sphere_and_changes_each_component_by_its
     # The candidates kept have norms within the threshold of 1, so the projection moves them
     # by less than it, and the change is about the scale.
     np.testing.assert_allclose(spread, SCALES, rtol=0.35)
+
+
+@pytest.mark.parametrize(
+    ("marginal", "mean", "var", "mean_abs"),
+    [("box", 0.5, 1 / 12, 0.5), ("laplace", 0.0, 2.0, 1.0)],
+)
+def test_the_box_and_laplace_marginals_have_their_moments(marginal, mean, var, mean_abs):
+    sim = {"structure": "pair", "n_z": 3, "marginal": marginal, "conditional": "laplace"}
+    z = _latents({"simulation": sim}, 40_000)["z"]
+    if marginal == "box":
+        assert z.min() >= 0 and z.max() <= 1
+    np.testing.assert_allclose(z.mean(0), mean, atol=0.02)
+    np.testing.assert_allclose(z.var(0), var, rtol=0.05)
+    np.testing.assert_allclose(np.abs(z).mean(0), mean_abs, rtol=0.03)
+
+
+def test_the_laplace_conditional_changes_each_component_by_its_scale():
+    sim = {"structure": "pair", "n_z": 4, "conditional": "laplace", "change_scales": list(SCALES)}
+    lat = _latents({"simulation": sim}, 40_000)
+    diff = lat["z_tilde"] - lat["z"]
+    # Laplace(0, b): E|x| = b, Var x = 2 b^2.
+    np.testing.assert_allclose(np.abs(diff).mean(0), SCALES, rtol=0.03)
+    np.testing.assert_allclose(diff.var(0), 2 * np.square(SCALES), rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("conditional", "half_mean"), [("normal", np.sqrt(2 / np.pi)), ("laplace", 1.0)]
+)
+def test_in_the_box_a_conditional_is_truncated_to_it(conditional, half_mean):
+    sample = geometry.CONDITIONALS[conditional].sample
+    base = jnp.zeros((20_000, 3))
+    out = sample(jax.random.key(0), None, base, None, None, jnp.full((1,), 0.1), "box")
+    out = np.asarray(out)
+    assert out.min() >= 0 and out.max() <= 1
+    # At the box's lower face, the truncated change is the noise's half: a half-normal (mean
+    # sigma sqrt(2 / pi)) or an exponential (mean b); the upper face is 10 scales away.
+    np.testing.assert_allclose(out.mean(0), 0.1 * half_mean, rtol=0.03)
+    inside = sample(jax.random.key(0), None, base + 0.5, None, None, jnp.full((1,), 0.1), "real")
+    free = sample(jax.random.key(0), None, base + 0.5, None, None, jnp.full((1,), 0.1), "box")
+    # Far from the faces the first round is almost always inside: the truncation changes little.
+    assert np.mean(np.asarray(inside) == np.asarray(free)) > 0.99
+
+
+def test_lp_infonce_equals_numpy_and_with_p_2_the_paper_infonce():
+    rng = np.random.default_rng(1)
+    hs = [rng.normal(size=(12, 3)).astype(np.float32) for _ in range(2)]
+    negs = [rng.normal(size=(12, 3)).astype(np.float32) for _ in range(2)]
+
+    def one(a, b, neg, tau):
+        pos = np.abs(a - b).sum(-1)
+        logits = np.concatenate([-np.abs(a[:, None] - neg[None]).sum(-1), -pos[:, None]], 1)
+        lse = np.log(np.exp(logits / tau).sum(1))
+        return np.mean(pos / tau + lse - np.log(logits.shape[1]))
+
+    expected = 0.5 * (one(hs[0], hs[1], negs[0], 0.7) + one(hs[1], hs[0], negs[1], 0.7))
+    np.testing.assert_allclose(lp_info_nce(hs, negs, 0.7, 1.0), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        LOSSES["infonce_l1"].apply(hs, negs, jnp.float32(0.7), None, None), expected, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        lp_info_nce(hs, negs, 0.7, 2.0), symmetric_info_nce(hs, negs, 0.7), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("kappa", [1.0, 10.0])
+def test_the_vmf_mean_resultant_length_matches_its_concentration(kappa):
+    sim = {"structure": "pair", "n_z": 5, "marginal": "sphere", "conditional": "vmf"}
+    lat = _latents({"simulation": sim | {"change_scales": [kappa**-0.5]}}, 20_000)
+    z, z_tilde = lat["z"], lat["z_tilde"]
+    np.testing.assert_allclose(np.linalg.norm(z_tilde, axis=1), 1.0, atol=1e-5)
+    # E[mu^T x] = A_d(kappa) = I_{d/2}(kappa) / I_{d/2 - 1}(kappa) on S^(d - 1), within four
+    # standard errors of the sample mean.
+    cosine = np.sum(z * z_tilde, 1)
+    error = 4 * cosine.std() / np.sqrt(len(cosine))
+    np.testing.assert_allclose(cosine.mean(), iv(2.5, kappa) / iv(1.5, kappa), atol=error)
+    # Rotationally symmetric about the mean: the change has no direction of its own.
+    np.testing.assert_allclose((z_tilde - z).mean(0), 0.0, atol=0.02)
 
 
 def test_a_projected_normal_that_cannot_land_on_the_sphere_gives_nan_not_a_hang():
@@ -148,7 +226,10 @@ def test_the_loss_parameters_take_their_own_learning_rate():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"simulation": {"change_scales": [1, 2]}}, "simulation.change_scales: expected [] or one"),
+        (
+            {"simulation": {"change_scales": [1, 2]}},
+            "simulation.change_scales: expected [], one number for every",
+        ),
         ({"simulation": {"change_scales": [1, -2, 1, 1, 1]}}, "a list of numbers >= 0"),
         (
             {"simulation": {"marginal": "sphere", "statistical": True}},
@@ -161,11 +242,23 @@ def test_the_loss_parameters_take_their_own_learning_rate():
         ),
         ({"simulation": {"conditional": "projected_normal"}}, "simulation.conditional"),
         (
+            {"simulation": {"structure": "pair", "marginal": "box"}},
+            "simulation.conditional: expected one that keeps samples of simulation.marginal "
+            "'box' in their space: normal, laplace, got 'mask'",
+        ),
+        (
             {"simulation": {"marginal": "sphere", "conditional": "projected_normal"}}
             | {"simulation.causal_strength": 1.0},
             "simulation.causal_strength: expected 0 with simulation.marginal = 'sphere'",
         ),
         ({"model": {"normalize": "box"}}, "model.normalize: expected one of none, sphere"),
+        (
+            {
+                "simulation": {"structure": "pair", "n_z": 2, "marginal": "sphere"}
+                | {"conditional": "vmf", "change_scales": [1, 2]}
+            },
+            "simulation.change_scales: expected one scale with conditional 'vmf'",
+        ),
         (
             {"train": {"loss": "aninfonce"}, "model": {"encoding_size": 0}}
             | {"simulation": {"structure": "subsets", "views": [[0, 1], [1, 2, 3]]}},
