@@ -107,6 +107,26 @@ MARGINALS: dict[str, Marginal] = {
 ``S^(size - 1)``."""
 
 
+def _until_accepted(
+    draw: Callable[[int], tuple[jnp.ndarray, jnp.ndarray]],
+) -> jnp.ndarray:
+    """The rejection loop of every sampler here: ``draw(r)`` gives round r's values and their
+    acceptance (a mask broadcastable to them); each value is taken from the first round that
+    accepts it. Rounds stop when all are accepted or after :data:`_MAX_ROUNDS`; values no
+    round accepted are NaN (the run diverges instead of never ending)."""
+
+    def body(carry):
+        r, out, done = carry
+        drawn, ok = draw(r)
+        return r + 1, jnp.where(ok & ~done, drawn, out), done | ok
+
+    out, done = draw(0)
+    _, out, done = jax.lax.while_loop(
+        lambda c: ~jnp.all(c[2]) & (c[0] < _MAX_ROUNDS), body, (1, out, done)
+    )
+    return jnp.where(done, out, jnp.nan)
+
+
 def _mask(noise_key, mask_key, base, factor, p_change, scales, space):
     mask = jax.random.bernoulli(mask_key, p_change, base.shape)
     eps = jax.random.normal(noise_key, base.shape) @ factor.T
@@ -121,18 +141,11 @@ def truncated_to_box(draw: Callable[[int], jnp.ndarray]) -> jnp.ndarray:
     (the run diverges; see :func:`projected_normal`)."""
     lo, hi = BOX
 
-    def body(carry):
-        r, out, done = carry
+    def accepted(r):
         drawn = draw(r)
-        ok = (drawn >= lo) & (drawn <= hi) & ~done
-        return r + 1, jnp.where(ok, drawn, out), done | ok
+        return drawn, (drawn >= lo) & (drawn <= hi)
 
-    first = draw(0)
-    done = (first >= lo) & (first <= hi)
-    _, out, done = jax.lax.while_loop(
-        lambda c: ~jnp.all(c[2]) & (c[0] < _MAX_ROUNDS), body, (1, first, done)
-    )
-    return jnp.where(done, out, jnp.nan)
+    return _until_accepted(accepted)
 
 
 def _additive(noise: Callable[[jax.Array, tuple[int, ...]], jnp.ndarray]) -> Callable:
@@ -176,19 +189,9 @@ def projected_normal(key: jax.Array, base: jnp.ndarray, scales: jnp.ndarray) -> 
         first = jnp.argmax(ok, axis=1)
         chosen = jnp.take_along_axis(candidates, first[:, None, None], axis=1)[:, 0]
         chosen_norm = jnp.take_along_axis(norms, first[:, None], axis=1)
-        return chosen / chosen_norm, jnp.any(ok, axis=1)
+        return chosen / chosen_norm, jnp.any(ok, axis=1, keepdims=True)
 
-    def body(carry):
-        r, out, done = carry
-        drawn, ok = draw(r)
-        take = ok & ~done
-        return r + 1, jnp.where(take[:, None], drawn, out), done | ok
-
-    out, done = draw(0)
-    _, out, done = jax.lax.while_loop(
-        lambda c: ~jnp.all(c[2]) & (c[0] < _MAX_ROUNDS), body, (1, out, done)
-    )
-    return jnp.where(done[:, None], out, jnp.nan)
+    return _until_accepted(draw)
 
 
 def von_mises_fisher(key: jax.Array, mean: jnp.ndarray, kappa: jnp.ndarray) -> jnp.ndarray:
@@ -213,20 +216,12 @@ def von_mises_fisher(key: jax.Array, mean: jnp.ndarray, kappa: jnp.ndarray) -> j
         first = jnp.argmax(ok, axis=1)
         return jnp.take_along_axis(w, first[:, None], axis=1)[:, 0], jnp.any(ok, axis=1)
 
-    def body(carry):
-        r, out, done = carry
-        drawn, ok = draw(r)
-        return r + 1, jnp.where(ok & ~done, drawn, out), done | ok
-
-    w, done = draw(0)
-    _, w, done = jax.lax.while_loop(
-        lambda c: ~jnp.all(c[2]) & (c[0] < _MAX_ROUNDS), body, (1, w, done)
-    )
+    w = _until_accepted(draw)
     v = jax.random.normal(k_v, (n, d))
     v = v - jnp.sum(v * mean, axis=-1, keepdims=True) * mean
     v = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
-    x = w[:, None] * mean + jnp.sqrt(jnp.maximum(1 - w**2, 0.0))[:, None] * v
-    return jnp.where(done[:, None], x, jnp.nan)
+    # A NaN cosine (no round accepted it) makes the sample NaN.
+    return w[:, None] * mean + jnp.sqrt(jnp.maximum(1 - w**2, 0.0))[:, None] * v
 
 
 def _vmf(noise_key, mask_key, base, factor, p_change, scales, space):
