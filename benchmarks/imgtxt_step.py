@@ -51,7 +51,7 @@ def _worker(scale_name: str, steps: int, repeats: int) -> None:
     source = array_source(images, tokens, np.full(3, 0.5), np.full(3, 0.25))
     model = scale.model(vocab.size)
     batch = scale.train.batch_size
-    draw = jax.jit(lambda arrays, key: source.draw(arrays, key, batch))
+    draw = jax.jit(lambda arrays, key: source.draw(arrays, key, 0, batch))
     jax.block_until_ready(draw(source.arrays, jax.random.key(0)))
     draws = []
     for r in range(repeats):

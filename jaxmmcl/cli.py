@@ -6,6 +6,7 @@
     jaxmmcl report DIR
     jaxmmcl export DIR --to tensorboard|wandb
     jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
+    jaxmmcl reproduce imgtxt3 [--scale cpu|paper] [--out DIR] [--fresh-batches]
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
 
 (The image/text commands live in :mod:`jaxmmcl.imgtxt.cli`.)
@@ -34,6 +35,11 @@ from jaxmmcl.sweeps import SWEEPS_DIR, available_sweeps
 from jaxmmcl.tracking import TRACKERS, export_sweep
 
 IMGTXT_SUMMARY = "The image/text experiment: image and text factors against the encoding size"
+IMGTXT3_SUMMARY = (
+    "Beyond the paper: multiview-crl's three views (two images, the caption), every factor "
+    "from every subset's content"
+)
+IMAGE_TEXT = ("imgtxt", "imgtxt3")
 
 
 def experiment_summaries() -> dict[str, str]:
@@ -42,7 +48,7 @@ def experiment_summaries() -> dict[str, str]:
         name: str(read_yaml((SWEEPS_DIR / f"{name}.yaml").read_text()).get("summary") or "")
         for name in available_sweeps()
     }
-    return summaries | {"imgtxt": IMGTXT_SUMMARY}
+    return summaries | {"imgtxt": IMGTXT_SUMMARY, "imgtxt3": IMGTXT3_SUMMARY}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     reproduce = sub.add_parser("reproduce", help="run one of the paper's experiments")
     reproduce.add_argument(
-        "name", nargs="?", help=f"one of: {', '.join([*available_sweeps(), 'imgtxt'])}"
+        "name", nargs="?", help=f"one of: {', '.join([*available_sweeps(), *IMAGE_TEXT])}"
     )
     reproduce.add_argument(
         "--list", action="store_true", help="name every experiment with its summary; run nothing"
@@ -124,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--fresh-batches",
         action="store_true",
-        help="imgtxt only: render a fresh batch every step instead of a fixed training split",
+        help="imgtxt, imgtxt3: render a fresh batch every step instead of a fixed training split",
     )
 
     report = sub.add_parser("report", help="rewrite the tables and figures of a sweep folder")
@@ -191,7 +197,9 @@ def _refuse_sweep_options(args: argparse.Namespace) -> None:
     }
     for flag, value in given.items():
         if value:
-            raise ConfigError(f"reproduce imgtxt: {flag} applies to sweeps only, got {value!r}")
+            raise ConfigError(
+                f"reproduce {args.name}: {flag} applies to sweeps only, got {value!r}"
+            )
 
 
 def _enable_compilation_cache() -> None:
@@ -241,20 +249,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif args.command == "reproduce" and args.name is None:
             raise ConfigError(
                 "reproduce: name an experiment or give --list "
-                f"(available: {', '.join([*available_sweeps(), 'imgtxt'])})"
+                f"(available: {', '.join([*available_sweeps(), *IMAGE_TEXT])})"
             )
-        elif args.command == "reproduce" and args.name == "imgtxt":
+        elif args.command == "reproduce" and args.name in IMAGE_TEXT:
             _refuse_sweep_options(args)
             run_reproduce(args)
         elif args.command == "reproduce":
             if args.data is not None:
                 raise ConfigError(f"--data: only for reproduce imgtxt, not {args.name!r}")
             if args.fresh_batches:
-                raise ConfigError(f"--fresh-batches: only for reproduce imgtxt, not {args.name!r}")
+                raise ConfigError(
+                    f"--fresh-batches: only for reproduce imgtxt and imgtxt3, not {args.name!r}"
+                )
             if args.name not in available_sweeps():
                 raise ConfigError(
                     f"reproduce: unknown experiment {args.name!r} "
-                    f"(available: {', '.join([*available_sweeps(), 'imgtxt'])})"
+                    f"(available: {', '.join([*available_sweeps(), *IMAGE_TEXT])})"
                 )
             scale = args.scale or "cpu"
             args.scale = scale

@@ -26,6 +26,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import struct
 
+from jaxmmcl.encoders import INITS, NORMALIZATIONS
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.evaluation.metrics import METRICS
 from jaxmmcl.geometry import CONDITIONALS, MARGINALS
@@ -35,10 +36,8 @@ from jaxmmcl.mechanisms import MECHANISMS
 from jaxmmcl.structure import STRUCTURES, Structure, structure_of
 
 DRAWS = ("jax", "official")
-INITS = ("torch", "lecun")
 PRECISIONS = ("float32", "tf32x3", "tf32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
-NORMALIZATIONS = ("none", "sphere")
 NONLINEAR_REGRESSORS = ("kernel_ridge", "mlp")
 READOUTS = ("views", "subsets")
 MCC_METHODS = ("pearson", "spearman")
@@ -88,12 +87,16 @@ class SimulationConfig:
       n_z: the size of the pair structure's z, >= 1.
       marginal: the distribution of every base factor, by name in
         :data:`jaxmmcl.geometry.MARGINALS`: ``"normal"`` (the paper's), ``"laplace"``,
-        ``"box"`` (uniform on [0, 1]^n) or ``"sphere"`` (uniform on the unit sphere); all but
-        the first exclude ``simulation.statistical``.
+        ``"generalized_normal"``, ``"box"`` (uniform on [0, 1]^n) or ``"sphere"`` (uniform on
+        the unit sphere); all but the first exclude ``simulation.statistical``.
+      marginal_p: the exponent p > 0 of the ``generalized_normal`` marginal (density
+        proportional to ``exp(-|x|^p)``; cl-ica's ``--m-p``); refused with another marginal.
       conditional: the distribution of a perturbed copy given its base, by name in
         :data:`jaxmmcl.geometry.CONDITIONALS`: ``"mask"`` (the paper's; real space only),
-        ``"normal"``, ``"laplace"`` (real space or, truncated, the box) or
-        ``"projected_normal"`` (the sphere's; the sphere needs it).
+        ``"normal"``, ``"laplace"``, ``"generalized_normal"`` (any space: truncated to the box,
+        projected onto the sphere), ``"projected_normal"`` or ``"vmf"`` (the sphere's).
+      conditional_p: the exponent p > 0 of the ``generalized_normal`` conditional (cl-ica's
+        ``--c-p``); refused with another conditional.
       n_views: number of views of the paper's structure, >= 2.
       views: for the subsets structure, the latent components each view observes (a list of
         lists of indices; at least two views).
@@ -133,7 +136,9 @@ class SimulationConfig:
     structure: str = "paper"
     n_z: int = 10
     marginal: str = "normal"
+    marginal_p: float = 2.0
     conditional: str = "mask"
+    conditional_p: float = 2.0
     n_views: int = 2
     views: tuple[tuple[int, ...], ...] = ()
     mixing: str = "mlp"
@@ -162,6 +167,13 @@ class SimulationConfig:
                 f"{self.marginal!r} in their space: "
                 + ", ".join(n for n, c in CONDITIONALS.items() if space in c.spaces),
             )
+        for key, value, plugin in (
+            ("simulation.marginal_p", self.marginal_p, MARGINALS[self.marginal]),
+            ("simulation.conditional_p", self.conditional_p, CONDITIONALS[self.conditional]),
+        ):
+            _check_float(key, value, 0.0, 1e3, open_lo=True)
+            if value != 2.0 and not plugin.uses_exponent:
+                _fail(key, value, "2 (the default) unless its distribution is generalized_normal")
         _check_int("simulation.n_views", self.n_views, 2)
         self._check_views()
         _check_choice("simulation.mixing", self.mixing, MECHANISMS)
@@ -231,8 +243,12 @@ class ModelConfig:
       init: the encoders' initialisation: ``"torch"`` (PyTorch's ``nn.Linear`` default, as the
         official encoders; the default) or ``"lecun"`` (Flax's ``nn.Dense`` default: LeCun-normal
         weights, zero biases); see :mod:`jaxmmcl.encoders`.
-      normalize: ``"none"`` (the paper's) or ``"sphere"``: every encoding divided by its L2
-        norm (cl-ica's and AnInfoNCE's fixed sphere), in training and evaluation alike.
+      normalize: the encoder's output normalisation, by name in
+        :data:`jaxmmcl.encoders.NORMALIZATIONS`: ``"none"`` (the paper's), ``"sphere"``
+        (every encoding divided by its L2 norm: cl-ica's and AnInfoNCE's fixed sphere),
+        ``"box"`` (a sigmoid per component), ``"learnable_sphere"`` or ``"learnable_box"``
+        (cl-ica's, with a trained radius or per-component bound), in training and evaluation
+        alike.
     """
 
     widths: tuple[int, ...] | str = "paper"
@@ -264,10 +280,13 @@ class TrainConfig:
       batch_size: pairs per step; each step also draws an independent batch of negatives.
       steps: number of optimiser steps.
       loss: the contrastive loss, by name in :data:`jaxmmcl.losses.LOSSES`: ``"infonce"``
-        (the paper's), ``"aninfonce"`` (Rusak et al.'s, a learned diagonal precision in the
+        (the paper's), ``"lp_infonce"`` (cl-ica's, the distance ``||a - b||_p^p``),
+        ``"aninfonce"`` (Rusak et al.'s, a learned diagonal precision in the
         distance; needs every encoding of one size), ``"ntxent"`` (cosine similarities) or
         ``"subsets"`` (multiview-crl's, over subsets of views; needs encodings of their views'
         sizes).
+      loss_p: the exponent p > 0 of ``lp_infonce`` (cl-ica's ``--p``: 1 matches a Laplace
+        conditional, 2 a normal one); refused with another loss.
       clip_norm: global L2 norm the gradients are clipped to.
       schedule: learning-rate schedule multiplier: ``"constant"`` or ``"cosine"`` (decay to 0).
       warmup_steps: linear warm-up steps before the schedule.
@@ -283,6 +302,7 @@ class TrainConfig:
     batch_size: int = 6144
     steps: int = 300_000
     loss: str = "infonce"
+    loss_p: float = 2.0
     clip_norm: float = 2.0
     schedule: str = "constant"
     warmup_steps: int = 0
@@ -293,6 +313,9 @@ class TrainConfig:
         _check_int("train.batch_size", self.batch_size, 2)
         _check_int("train.steps", self.steps, 1)
         _check_choice("train.loss", self.loss, LOSSES)
+        _check_float("train.loss_p", self.loss_p, 0.0, 1e3, open_lo=True)
+        if self.loss_p != 2.0 and not LOSSES[self.loss].uses_exponent:
+            _fail("train.loss_p", self.loss_p, "2 (the default) unless train.loss is lp_infonce")
         _check_float("train.clip_norm", self.clip_norm, 0.0, math.inf, open_lo=True)
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_int("train.warmup_steps", self.warmup_steps, 0)
@@ -400,6 +423,14 @@ class StaticConfig:
                 "train.loss",
                 self.train.loss,
                 f"a loss that takes encodings of different sizes (they are {sorted(sizes)})",
+            )
+        smallest = LOSSES[self.train.loss].min_encoding_size(structure.n_views)
+        if min(sizes) < smallest:
+            _fail(
+                "model.encoding_size",
+                self.model.encoding_size,
+                f"encodings of at least {smallest} dimensions with train.loss "
+                f"{self.train.loss!r} and {structure.n_views} views (they are {sorted(sizes)})",
             )
         if LOSSES[self.train.loss].needs_view_sized_encodings or self.eval.readout == "subsets":
             for v in range(structure.n_views):

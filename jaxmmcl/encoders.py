@@ -2,8 +2,14 @@
 
 Encoder parameters are a dict ``{"g1": ...}`` for a shared encoder (every view's encoder is g1)
 or ``{"g1": ..., "gK": ...}`` for one encoder per view (a loss with trained parameters adds
-``"loss"``, which the encoders ignore). With ``model.normalize: sphere`` every encoding is
-divided by its L2 norm.
+``"loss"``, which the encoders ignore).
+
+Output normalisation (``model.normalize``, :data:`NORMALIZATIONS`, cl-ica's
+``output_normalization``): ``"none"`` (the paper's); ``"sphere"``, every encoding divided by
+its L2 norm; ``"box"``, ``sigmoid`` of every component (into ``(0, 1)``); and their learnable
+versions, ``"learnable_sphere"`` (a trained radius, cl-ica's ``RescaleLayer``) and
+``"learnable_box"`` (a trained bound per component, cl-ica's ``SoftclipLayer``), both starting
+at 1 and trained with the encoder as its parameter ``output_scale``.
 
 Initialisation (``model.init``): ``"torch"`` (the default) is PyTorch's default for
 ``nn.Linear``, which the official encoders use: weights and biases uniform in
@@ -15,7 +21,8 @@ reference's) and zero biases.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import chex
 import flax.linen as nn
@@ -23,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmmcl.config import INITS, StaticConfig
+if TYPE_CHECKING:
+    from jaxmmcl.config import StaticConfig
 
 NEGATIVE_SLOPE = 0.01
 # Hidden widths are computed padded to a multiple of this many float32 elements (64 bytes).
@@ -32,6 +40,43 @@ NEGATIVE_SLOPE = 0.01
 # padding to 752 made the paper-size step 1.8x faster there (benchmarks/RESULTS.md); on the
 # CPU it measured no slower. Widths that are multiples already compute exactly as before.
 PADDED_MULTIPLE = 16
+
+
+INITS = ("torch", "lecun")
+
+
+class Normalization(NamedTuple):
+    """How an encoder's output is put into its space.
+
+    Attributes:
+      apply: ``(h, scale) -> h``: ``h`` ``(n, k)``; ``scale`` the trained ``output_scale``
+        (``(1,)`` or ``(k,)``), or None for a fixed normalisation.
+      scale_size: ``k -> size`` of the trained ``output_scale`` (started at ones); None for a
+        fixed normalisation.
+    """
+
+    apply: Callable[[jnp.ndarray, jnp.ndarray | None], jnp.ndarray]
+    scale_size: Callable[[int], int] | None = None
+
+
+def _to_sphere(h, scale):
+    h = h / jnp.linalg.norm(h, axis=-1, keepdims=True)
+    return h if scale is None else h * scale
+
+
+def _to_box(h, scale):
+    h = jax.nn.sigmoid(h)
+    return h if scale is None else h * scale
+
+
+NORMALIZATIONS: dict[str, Normalization] = {
+    "none": Normalization(lambda h, scale: h),
+    "sphere": Normalization(_to_sphere),
+    "learnable_sphere": Normalization(_to_sphere, lambda k: 1),
+    "box": Normalization(_to_box),
+    "learnable_box": Normalization(_to_box, lambda k: k),
+}
+"""``model.normalize`` -> its :class:`Normalization` (module docstring)."""
 
 
 def padded_width(width: int) -> int:
@@ -89,15 +134,18 @@ class PaddedDense(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """``d -> widths[0] -> ... -> widths[-1] -> encoding_size``, biases on.
+    """``d -> widths[0] -> ... -> widths[-1] -> encoding_size``, biases on, then the output
+    normalisation ``normalize`` (:data:`NORMALIZATIONS`).
 
-    The parameter tree is that of ``nn.Dense`` layers (``Dense_0``, ``Dense_1``, ...); the
-    hidden activations are computed padded with zero columns (:class:`PaddedDense`).
+    The parameter tree is that of ``nn.Dense`` layers (``Dense_0``, ``Dense_1``, ...), and
+    ``output_scale`` for a learnable normalisation; the hidden activations are computed padded
+    with zero columns (:class:`PaddedDense`).
     """
 
     widths: Sequence[int]
     encoding_size: int
     init_scheme: str = "torch"
+    normalize: str = "none"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -113,12 +161,20 @@ class MLPEncoder(nn.Module):
             self.init_scheme,
             name=f"Dense_{len(self.widths)}",
         )
-        return last(x)
+        normalization = NORMALIZATIONS[self.normalize]
+        scale = None
+        if normalization.scale_size is not None:
+            size = normalization.scale_size(self.encoding_size)
+            scale = self.param("output_scale", nn.initializers.ones_init(), (size,))
+        return normalization.apply(last(x), scale)
 
 
 def encoder_module(static: StaticConfig, view: int = 0) -> MLPEncoder:
-    """The encoder architecture of view ``view`` (its widths and encoding size)."""
-    return MLPEncoder(static.widths(view), static.encoding_size(view), static.model.init)
+    """The encoder architecture of view ``view`` (its widths, encoding size, initialisation
+    and output normalisation)."""
+    return MLPEncoder(
+        static.widths(view), static.encoding_size(view), static.model.init, static.model.normalize
+    )
 
 
 def encoder_names(static: StaticConfig) -> tuple[str, ...]:
@@ -159,6 +215,4 @@ def encode(params: dict, xs: tuple[jnp.ndarray, ...], static: StaticConfig) -> t
         hs = tuple(
             encoder_module(static, v).apply(params[f"g{v + 1}"], x) for v, x in enumerate(xs)
         )
-    if static.model.normalize == "sphere":
-        hs = tuple(h / jnp.linalg.norm(h, axis=-1, keepdims=True) for h in hs)
     return hs

@@ -3,15 +3,19 @@
 Two plug-in axes of the latent distribution (:mod:`jaxmmcl.latents`):
 
 * the *marginal* of a base factor (``simulation.marginal``, :data:`MARGINALS`): ``"normal"``,
-  the paper's ``N(0, L L^T)``; ``"laplace"``; ``"box"``, uniform on the unit box ``[0, 1]^n``
-  (cl-ica's); ``"sphere"``, uniform on the unit sphere (AnInfoNCE's and cl-ica's);
+  the paper's ``N(0, L L^T)``; ``"laplace"``; ``"generalized_normal"`` (density proportional
+  to ``exp(-|x|^p)`` per component, ``p = simulation.marginal_p``); ``"box"``, uniform on the
+  unit box ``[0, 1]^n`` (cl-ica's); ``"sphere"``, uniform on the unit sphere (AnInfoNCE's and
+  cl-ica's);
 * the *conditional* of a perturbed copy given its base (``simulation.conditional``,
   :data:`CONDITIONALS`): ``"mask"``, the paper's ``s_tilde = s + mask * (scales * eps)``, each
-  component changing with probability ``p_change``; ``"normal"`` and ``"laplace"``, every
-  component changing by ``scales`` times standard normal or Laplace noise (cl-ica's
-  conditionals; in the box, each component truncated to it by rejection, as cl-ica's
-  ``truncated_rejection_resampling``); ``"projected_normal"``, AnInfoNCE's anisotropic
-  conditional on the sphere; ``"vmf"``, cl-ica's von Mises-Fisher conditional on the sphere.
+  component changing with probability ``p_change``; ``"normal"``, ``"laplace"`` and
+  ``"generalized_normal"`` (``p = simulation.conditional_p``), every component changing by
+  ``scales`` times that noise (cl-ica's conditionals; in the box each component is truncated
+  to it by rejection, as cl-ica's ``truncated_rejection_resampling``, and on the sphere the
+  sum is projected back onto it, as cl-ica's ``NSphereSpace``); ``"projected_normal"``,
+  AnInfoNCE's anisotropic conditional on the sphere; ``"vmf"``, cl-ica's von Mises-Fisher
+  conditional on the sphere.
 
 ``scales`` is the traced per-component vector ``simulation.change_scales`` (default: all ones):
 the standard deviation of each component's change. Equal scales are the isotropic conditionals
@@ -52,59 +56,91 @@ class Marginal(NamedTuple):
     """The distribution of a base factor.
 
     Attributes:
-      sample: ``(key, n, covariance_factor) -> (n, size)``, with ``covariance_factor`` the
-        factor's ``(size, size)`` ``L`` (:class:`jaxmmcl.latents.LatentParams`).
+      sample: ``(key, n, covariance_factor, exponent) -> (n, size)``, with
+        ``covariance_factor`` the factor's ``(size, size)`` ``L``
+        (:class:`jaxmmcl.latents.LatentParams`) and ``exponent`` the static
+        ``simulation.marginal_p``.
       space: the space its samples lie in (``"real"``, ``"box"``, ``"sphere"``).
       uses_covariance: whether ``L`` matters (``simulation.statistical`` needs it).
+      uses_exponent: whether ``exponent`` matters (the config refuses one set in vain).
     """
 
-    sample: Callable[[jax.Array, int, jnp.ndarray], jnp.ndarray]
+    sample: Callable[[jax.Array, int, jnp.ndarray, float], jnp.ndarray]
     space: str
     uses_covariance: bool
+    uses_exponent: bool = False
 
 
 class Conditional(NamedTuple):
     """The distribution of a perturbed copy given its base factor.
 
     Attributes:
-      sample: ``(noise_key, mask_key, base, covariance_factor, p_change, scales, space) ->
-        copy``: ``base`` ``(n, size)``; ``scales`` ``(size,)`` or ``(1,)``; ``space`` the
-        marginal's (static); returns ``(n, size)``.
+      sample: ``(noise_key, mask_key, base, covariance_factor, p_change, scales, space,
+        exponent) -> copy``: ``base`` ``(n, size)``; ``scales`` ``(size,)`` or ``(1,)``;
+        ``space`` the marginal's and ``exponent`` ``simulation.conditional_p`` (both static);
+        returns ``(n, size)``.
       spaces: the marginals' spaces whose samples it keeps in their space.
+      uses_exponent: whether ``exponent`` matters (the config refuses one set in vain).
     """
 
     sample: Callable[..., jnp.ndarray]
     spaces: tuple[str, ...]
+    uses_exponent: bool = False
 
 
-def _normal(key, n, factor):
+def generalized_normal(key: jax.Array, shape: tuple[int, ...], p: float) -> jnp.ndarray:
+    """Standard generalised normal samples of exponent ``p`` > 0: density
+    ``p / (2 Gamma(1 / p)) exp(-|x|^p)`` (SciPy's ``gennorm(p)``; p = 1 the Laplace, p = 2
+    a normal of variance 1/2), drawn as cl-ica's ``sample_generalized_normal``: a random sign
+    times ``G^(1/p)`` with ``G ~ Gamma(1 / p, 1)``."""
+    k_gamma, k_sign = jax.random.split(key)
+    magnitude = jax.random.gamma(k_gamma, 1.0 / p, shape) ** (1.0 / p)
+    return jnp.where(jax.random.bernoulli(k_sign, 0.5, shape), magnitude, -magnitude)
+
+
+def _normal(key, n, factor, exponent):
+    del exponent
     return jax.random.normal(key, (n, factor.shape[0])) @ factor.T
 
 
-def _laplace(key, n, factor):
+def _laplace(key, n, factor, exponent):
+    del exponent
     return jax.random.laplace(key, (n, factor.shape[0]))
 
 
-def _box(key, n, factor):
+def _generalized_normal(key, n, factor, exponent):
+    return generalized_normal(key, (n, factor.shape[0]), exponent)
+
+
+def _box(key, n, factor, exponent):
+    del exponent
     return jax.random.uniform(key, (n, factor.shape[0]), minval=BOX[0], maxval=BOX[1])
 
 
-def _sphere(key, n, factor):
-    # A standard normal vector divided by its norm is uniform on the sphere.
-    x = jax.random.normal(key, (n, factor.shape[0]))
+def _to_sphere(x: jnp.ndarray) -> jnp.ndarray:
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _sphere(key, n, factor, exponent):
+    del exponent
+    # A standard normal vector divided by its norm is uniform on the sphere.
+    return _to_sphere(jax.random.normal(key, (n, factor.shape[0])))
 
 
 MARGINALS: dict[str, Marginal] = {
     "normal": Marginal(_normal, "real", uses_covariance=True),
     "laplace": Marginal(_laplace, "real", uses_covariance=False),
+    "generalized_normal": Marginal(
+        _generalized_normal, "real", uses_covariance=False, uses_exponent=True
+    ),
     "box": Marginal(_box, "box", uses_covariance=False),
     "sphere": Marginal(_sphere, "sphere", uses_covariance=False),
 }
 """``simulation.marginal`` -> its :class:`Marginal`: ``"normal"``, the paper's ``N(0, L L^T)``
 (``L = I`` unless ``simulation.statistical``); ``"laplace"``, standard Laplace components;
-``"box"``, uniform on ``[0, 1]^size``; ``"sphere"``, uniform on the unit sphere
-``S^(size - 1)``."""
+``"generalized_normal"``, standard generalised normal components of exponent
+``simulation.marginal_p`` (:func:`generalized_normal`); ``"box"``, uniform on
+``[0, 1]^size``; ``"sphere"``, uniform on the unit sphere ``S^(size - 1)``."""
 
 
 def _until_accepted(
@@ -127,7 +163,8 @@ def _until_accepted(
     return jnp.where(done, out, jnp.nan)
 
 
-def _mask(noise_key, mask_key, base, factor, p_change, scales, space):
+def _mask(noise_key, mask_key, base, factor, p_change, scales, space, exponent):
+    del space, exponent
     mask = jax.random.bernoulli(mask_key, p_change, base.shape)
     eps = jax.random.normal(noise_key, base.shape) @ factor.T
     return base + mask * (scales * eps)
@@ -148,18 +185,25 @@ def truncated_to_box(draw: Callable[[int], jnp.ndarray]) -> jnp.ndarray:
     return _until_accepted(accepted)
 
 
-def _additive(noise: Callable[[jax.Array, tuple[int, ...]], jnp.ndarray]) -> Callable:
-    """The conditional ``base + scales * noise``, truncated to the box in the box space."""
+def _additive(noise: Callable[[jax.Array, tuple[int, ...], float], jnp.ndarray]) -> Callable:
+    """The conditional ``base + scales * noise(key, shape, exponent)``: truncated to the box in
+    the box space, projected back onto the sphere in the sphere space."""
 
-    def sample(noise_key, mask_key, base, factor, p_change, scales, space):
+    def sample(noise_key, mask_key, base, factor, p_change, scales, space, exponent):
         del mask_key, factor, p_change
 
         def draw(r):
-            return base + scales * noise(jax.random.fold_in(noise_key, r), base.shape)
+            return base + scales * noise(jax.random.fold_in(noise_key, r), base.shape, exponent)
 
-        return truncated_to_box(draw) if space == "box" else draw(0)
+        if space == "box":
+            return truncated_to_box(draw)
+        return _to_sphere(draw(0)) if space == "sphere" else draw(0)
 
     return sample
+
+
+def _without_exponent(noise: Callable[[jax.Array, tuple[int, ...]], jnp.ndarray]) -> Callable:
+    return lambda key, shape, exponent: noise(key, shape)
 
 
 def projected_normal(key: jax.Array, base: jnp.ndarray, scales: jnp.ndarray) -> jnp.ndarray:
@@ -224,29 +268,36 @@ def von_mises_fisher(key: jax.Array, mean: jnp.ndarray, kappa: jnp.ndarray) -> j
     return w[:, None] * mean + jnp.sqrt(jnp.maximum(1 - w**2, 0.0))[:, None] * v
 
 
-def _vmf(noise_key, mask_key, base, factor, p_change, scales, space):
-    del mask_key, factor, p_change, space
+def _vmf(noise_key, mask_key, base, factor, p_change, scales, space, exponent):
+    del mask_key, factor, p_change, space, exponent
     # One scale for every component (the config checks it): kappa = 1 / scale^2, so a small
     # change scale is a concentrated conditional, as for the others.
     return von_mises_fisher(noise_key, base, 1.0 / scales[0] ** 2)
 
 
-def _projected(noise_key, mask_key, base, factor, p_change, scales, space):
-    del mask_key, factor, p_change, space
+def _projected(noise_key, mask_key, base, factor, p_change, scales, space, exponent):
+    del mask_key, factor, p_change, space, exponent
     return projected_normal(noise_key, base, scales)
 
 
+_ANY_SPACE = ("real", "box", "sphere")
+
 CONDITIONALS: dict[str, Conditional] = {
     "mask": Conditional(_mask, ("real",)),
-    "normal": Conditional(_additive(jax.random.normal), ("real", "box")),
-    "laplace": Conditional(_additive(jax.random.laplace), ("real", "box")),
+    "normal": Conditional(_additive(_without_exponent(jax.random.normal)), _ANY_SPACE),
+    "laplace": Conditional(_additive(_without_exponent(jax.random.laplace)), _ANY_SPACE),
+    "generalized_normal": Conditional(
+        _additive(generalized_normal), _ANY_SPACE, uses_exponent=True
+    ),
     "projected_normal": Conditional(_projected, ("sphere",)),
     "vmf": Conditional(_vmf, ("sphere",)),
 }
 """``simulation.conditional`` -> its :class:`Conditional`: ``"mask"`` (the paper's: each
 component changes with probability ``p_change`` by ``scales * eps``, eps with the base's
-covariance), ``"normal"`` and ``"laplace"`` (every component changes by ``scales`` times
-standard normal or Laplace noise, cl-ica's conditionals, anisotropic with unequal scales;
-truncated to the box by :func:`truncated_to_box` in the box space), ``"projected_normal"`` (on
+covariance), ``"normal"``, ``"laplace"`` and ``"generalized_normal"`` (every component
+changes by ``scales`` times standard normal, Laplace or generalised normal noise of exponent
+``simulation.conditional_p``: cl-ica's conditionals, anisotropic with unequal scales; truncated
+to the box by :func:`truncated_to_box` in the box space, projected onto the sphere in the
+sphere space), ``"projected_normal"`` (on
 the sphere: :func:`projected_normal`), ``"vmf"`` (on the sphere: :func:`von_mises_fisher` with
 ``kappa = 1 / scale^2``, one scale for all components; cl-ica's)."""

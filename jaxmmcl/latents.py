@@ -133,6 +133,8 @@ class LatentParams:
       dependence: static, the ``simulation.causal`` name.
       marginal: static, the ``simulation.marginal`` name.
       conditional: static, the ``simulation.conditional`` name.
+      marginal_p, conditional_p: static, the exponents ``simulation.marginal_p`` and
+        ``simulation.conditional_p`` (of generalised normals).
     """
 
     covariance: dict[str, jnp.ndarray]
@@ -144,6 +146,8 @@ class LatentParams:
     dependence: str = struct.field(pytree_node=False)
     marginal: str = struct.field(pytree_node=False, default="normal")
     conditional: str = struct.field(pytree_node=False, default="mask")
+    marginal_p: float = struct.field(pytree_node=False, default=2.0)
+    conditional_p: float = struct.field(pytree_node=False, default=2.0)
 
 
 def _covariance_factor(key: jax.Array, size: int, statistical: jnp.ndarray) -> jnp.ndarray:
@@ -189,6 +193,8 @@ def init_latent_params(key: jax.Array, sim: SimulationConfig, hyper: HyperArrays
         dependence=sim.causal,
         marginal=sim.marginal,
         conditional=sim.conditional,
+        marginal_p=sim.marginal_p,
+        conditional_p=sim.conditional_p,
     )
 
 
@@ -231,7 +237,9 @@ def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
                 labels[f.name] = jax.random.randint(draw_key, (n, f.size), 0, k)
                 out[f.name] = code_classes(labels[f.name], k)
                 continue
-            noise = MARGINALS[params.marginal].sample(draw_key, n, params.covariance[f.name])
+            noise = MARGINALS[params.marginal].sample(
+                draw_key, n, params.covariance[f.name], params.marginal_p
+            )
             if f.name in parents:
                 dependence = DEPENDENCES[params.dependence]
                 noise = dependence.apply(params.causal[f.name], out[parents[f.name]], noise)
@@ -253,6 +261,7 @@ def sample_latents(key: jax.Array, params: LatentParams, n: int) -> Latents:
                 params.p_change,
                 params.change_scales,
                 MARGINALS[params.marginal].space,
+                params.conditional_p,
             )
     return out
 

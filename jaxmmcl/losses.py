@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 if TYPE_CHECKING:
     from jaxmmcl.structure import Structure
@@ -190,6 +191,39 @@ def pairwise_nt_xent(
     return functools.reduce(jnp.add, pairs) * (1.0 / len(pairs))
 
 
+def view_subsets(n_views: int) -> list[tuple[int, ...]]:
+    """Every subset of at least two of ``n_views`` views, by size, then lexicographically:
+    for three views ``(0, 1), (0, 2), (1, 2), (0, 1, 2)`` (multiview-crl's ``--subsets``)."""
+    return [s for r in range(2, n_views + 1) for s in itertools.combinations(range(n_views), r)]
+
+
+def subset_chunks(n_views: int, size: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(subset, dims)`` for every subset of :func:`view_subsets`: the encoding's ``size``
+    dimensions split into as many consecutive, nearly equal chunks (``numpy.array_split``),
+    one per subset, as multiview-crl's ``--selection concat`` assigns each subset's content."""
+    subsets = view_subsets(n_views)
+    if size < len(subsets):
+        raise ValueError(f"encodings of {size} dimensions cannot hold {len(subsets)} subsets")
+    chunks = np.array_split(np.arange(size), len(subsets))
+    return [(s, tuple(int(d) for d in c)) for s, c in zip(subsets, chunks, strict=True)]
+
+
+def subsets_nt_xent(hs: Sequence[jnp.ndarray], temperature: jnp.ndarray) -> jnp.ndarray:
+    """Multiview-crl's multimodal loss: for every subset S of views (:func:`subset_chunks`),
+    :func:`nt_xent` of every pair of its views on S's chunk of the encoding, summed over the
+    pairs and the subsets. With two views it is :func:`nt_xent` of the whole encodings.
+
+    Args:
+      hs: one ``(n, k)`` encoding array per view (rows are positive tuples).
+      temperature: tau > 0 (a scalar).
+    """
+    total = []
+    for subset, dims in subset_chunks(len(hs), hs[0].shape[-1]):
+        cut = [hs[v][:, list(dims)] for v in subset]
+        total += [nt_xent(a, b, temperature) for a, b in itertools.combinations(cut, 2)]
+    return functools.reduce(jnp.add, total)
+
+
 def lp_info_nce(
     hs: Sequence[jnp.ndarray], negs: Sequence[jnp.ndarray], temperature: jnp.ndarray, p: float
 ) -> jnp.ndarray:
@@ -244,8 +278,8 @@ def init_precision(key: jax.Array, size: int) -> dict:
     return {"raw_precision": 0.1 * jax.random.normal(key, (size,))}
 
 
-def _aninfonce(hs, negs, temperature, structure, params):
-    del structure
+def _aninfonce(hs, negs, temperature, static, params):
+    del static
     precision = jax.nn.softplus(params["raw_precision"])
     return anisotropic_info_nce(hs, negs, temperature, precision)
 
@@ -288,45 +322,58 @@ class Loss(NamedTuple):
     """A contrastive loss of K views' encodings.
 
     Attributes:
-      apply: ``(hs, negs, temperature, structure, params) -> scalar``: ``hs`` one ``(n, k_v)``
+      apply: ``(hs, negs, temperature, static, params) -> scalar``: ``hs`` one ``(n, k_v)``
         encoding array per view (rows are positive tuples), ``negs`` the same for an
-        independent batch, ``temperature`` the traced ``train.temperature``, ``params`` the
-        loss's own trained parameters (None without ``init``).
+        independent batch, ``temperature`` the traced ``train.temperature``, ``static`` the
+        run's :class:`jaxmmcl.config.StaticConfig` (its structure, ``train.loss_p``),
+        ``params`` the loss's own trained parameters (None without ``init``).
       init: ``(key, encoding_size) -> params``, for a loss with trained parameters (trained
         with the encoders, at ``train.loss_learning_rate``); None for none.
       needs_view_sized_encodings: the loss indexes encodings by positions of the view's
         inputs, so every encoding must have its view's dimension.
       needs_equal_encodings: every view's encoding must have one size.
+      uses_exponent: it reads ``train.loss_p`` (the config refuses one set in vain).
+      min_encoding_size: ``n_views -> size``: the smallest encoding it takes.
     """
 
     apply: Callable[..., jnp.ndarray]
     init: Callable[[jax.Array, int], dict] | None = None
     needs_view_sized_encodings: bool = False
     needs_equal_encodings: bool = False
+    uses_exponent: bool = False
+    min_encoding_size: Callable[[int], int] = lambda n_views: 1
 
 
 LOSSES: dict[str, Loss] = {
     "infonce": Loss(
-        lambda hs, negs, t, structure, params: symmetric_info_nce(hs, negs, t),
+        lambda hs, negs, t, static, params: symmetric_info_nce(hs, negs, t),
         needs_equal_encodings=True,
     ),
-    "infonce_l1": Loss(
-        lambda hs, negs, t, structure, params: lp_info_nce(hs, negs, t, 1.0),
+    "lp_infonce": Loss(
+        lambda hs, negs, t, static, params: lp_info_nce(hs, negs, t, static.train.loss_p),
         needs_equal_encodings=True,
+        uses_exponent=True,
     ),
     "aninfonce": Loss(_aninfonce, init=init_precision, needs_equal_encodings=True),
     "ntxent": Loss(
-        lambda hs, negs, t, structure, params: pairwise_nt_xent(hs, negs, t),
+        lambda hs, negs, t, static, params: pairwise_nt_xent(hs, negs, t),
         needs_equal_encodings=True,
     ),
+    "subsets_ntxent": Loss(
+        lambda hs, negs, t, static, params: subsets_nt_xent(hs, t),
+        needs_equal_encodings=True,
+        min_encoding_size=lambda n_views: len(view_subsets(n_views)),
+    ),
     "subsets": Loss(
-        lambda hs, negs, t, structure, params: subsets_info_nce(hs, negs, t, structure),
+        lambda hs, negs, t, static, params: subsets_info_nce(hs, negs, t, static.structure),
         needs_view_sized_encodings=True,
     ),
 }
 """``train.loss`` -> its :class:`Loss`: ``"infonce"`` (the paper's, negative squared Euclidean
-distances, over pairs of views), ``"infonce_l1"`` (cl-ica's Lp-InfoNCE with p = 1:
-:func:`lp_info_nce`), ``"aninfonce"`` (Rusak et al.'s: a learned diagonal precision
-in the distance, :func:`anisotropic_info_nce`), ``"ntxent"`` (SimCLR's cosine similarities, as
-the image/text experiment), ``"subsets"`` (multiview-crl's, over subsets of views on their
-content)."""
+distances, over pairs of views), ``"lp_infonce"`` (cl-ica's Lp-InfoNCE with the exponent
+``train.loss_p``: :func:`lp_info_nce`), ``"aninfonce"`` (Rusak et al.'s: a learned diagonal
+precision in the distance, :func:`anisotropic_info_nce`), ``"ntxent"`` (SimCLR's cosine
+similarities, as the image/text experiment), ``"subsets_ntxent"`` (multiview-crl's multimodal
+loss: NT-Xent of every pair of views of every subset on that subset's chunk of the encodings,
+:func:`subsets_nt_xent`), ``"subsets"`` (multiview-crl's numerical loss, over subsets of views
+on their content)."""

@@ -49,6 +49,6 @@ def views_loss(
         chex.assert_equal_shape([pos, neg])
     chex.assert_rank(hyper.temperature, 0)
     apply = LOSSES[static.train.loss].apply
-    loss = apply(positives, negatives, hyper.temperature, static.structure, params.get("loss"))
+    loss = apply(positives, negatives, hyper.temperature, static, params.get("loss"))
     chex.assert_rank(loss, 0)
     return loss

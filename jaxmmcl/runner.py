@@ -159,13 +159,19 @@ def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
         else:
             shape = f"{sim.structure} views={[list(v) for v in sim.views]}"
         if (sim.marginal, sim.conditional) != ("normal", "mask"):
-            shape += f" {sim.marginal}/{sim.conditional}"
+            # A generalised normal's exponent, as p=3 after its name.
+            marginal = sim.marginal + (f"(p={sim.marginal_p})" if sim.marginal_p != 2 else "")
+            conditional = sim.conditional
+            conditional += f"(p={sim.conditional_p})" if sim.conditional_p != 2 else ""
+            shape += f" {marginal}/{conditional}"
+        loss = static.train.loss
+        loss += f"(p={static.train.loss_p})" if static.train.loss_p != 2 else ""
         summary = (
             f"{shape} {sim.mixing}x{sim.mixing_layers}"
             f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths())}"
             f" enc={static.encoding_size()}{' shared-g' if static.model.shared_encoder else ''}"
             f"{' ' + static.model.normalize if static.model.normalize != 'none' else ''}"
-            f" loss={static.train.loss} batch={static.train.batch_size} steps={static.train.steps}"
+            f" loss={loss} batch={static.train.batch_size} steps={static.train.steps}"
             + (f" n_train={sim.n_train}" if sim.n_train else "")
         )
         lines.append(

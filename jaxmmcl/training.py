@@ -85,6 +85,8 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """Adam after clipping to global L2 norm ``train.clip_norm``, with the config's schedule.
 
+    ``train`` is read for ``clip_norm``, ``schedule``, ``warmup_steps`` and ``steps``: the
+    image/text experiment's ``TrainConfig`` (:mod:`jaxmmcl.imgtxt.train`) serves as well.
     The rates may be traced, so one program serves runs with different rates. With
     ``loss_learning_rate`` the parameters are ``{"g1": ..., "loss": ...}`` and the loss's own
     (:attr:`jaxmmcl.losses.Loss.init`) take that rate (the schedule applies to both).

@@ -165,13 +165,20 @@ def test_imgtxt_refuses_sweep_options_and_data_is_imgtxt_only(capsys):
     assert main(["reproduce", "table1", "--data", "somewhere"]) == 2
     err = capsys.readouterr().err
     assert "--dry-run applies to sweeps only" in err and "--data: only for reproduce imgtxt" in err
+    assert main(["reproduce", "imgtxt3", "--resume"]) == 2
+    assert main(["reproduce", "imgtxt3", "--data", "somewhere"]) == 2
+    assert main(["reproduce", "imgtxt3", "--scale", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "reproduce imgtxt3: --resume applies to sweeps only" in err
+    assert "--data: only for reproduce imgtxt (imgtxt3 renders its image pairs)" in err
+    assert "--scale: expected one of cpu, paper, got 'huge'" in err
 
 
 def test_reproduce_list_names_every_experiment_with_its_summary(capsys):
     assert main(["reproduce", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == [*sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")), "imgtxt"]
+    assert names == [*sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")), "imgtxt", "imgtxt3"]
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # a summary on every line
     assert main(["reproduce"]) == 2
     assert "--list" in capsys.readouterr().err

@@ -4,16 +4,20 @@ checks, and a vmapped grid of anisotropic runs against its runs alone."""
 
 from __future__ import annotations
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY
+from scipy import stats
 from scipy.special import iv
 
 from jaxmmcl import geometry
 from jaxmmcl.config import ConfigError, Hyperparams, run_config_from_dict, stack_hyperparams
+from jaxmmcl.encoders import encode
 from jaxmmcl.grid import train_grid
 from jaxmmcl.latents import init_latent_params, sample_latents
 from jaxmmcl.losses import LOSSES, anisotropic_info_nce, lp_info_nce, symmetric_info_nce
@@ -94,14 +98,15 @@ def test_the_laplace_conditional_changes_each_component_by_its_scale():
 def test_in_the_box_a_conditional_is_truncated_to_it(conditional, half_mean):
     sample = geometry.CONDITIONALS[conditional].sample
     base = jnp.zeros((20_000, 3))
-    out = sample(jax.random.key(0), None, base, None, None, jnp.full((1,), 0.1), "box")
+    out = sample(jax.random.key(0), None, base, None, None, jnp.full((1,), 0.1), "box", 2.0)
     out = np.asarray(out)
     assert out.min() >= 0 and out.max() <= 1
     # At the box's lower face, the truncated change is the noise's half: a half-normal (mean
     # sigma sqrt(2 / pi)) or an exponential (mean b); the upper face is 10 scales away.
     np.testing.assert_allclose(out.mean(0), 0.1 * half_mean, rtol=0.03)
-    inside = sample(jax.random.key(0), None, base + 0.5, None, None, jnp.full((1,), 0.1), "real")
-    free = sample(jax.random.key(0), None, base + 0.5, None, None, jnp.full((1,), 0.1), "box")
+    scale = jnp.full((1,), 0.1)
+    inside = sample(jax.random.key(0), None, base + 0.5, None, None, scale, "real", 2.0)
+    free = sample(jax.random.key(0), None, base + 0.5, None, None, scale, "box", 2.0)
     # Far from the faces the first round is almost always inside: the truncation changes little.
     assert np.mean(np.asarray(inside) == np.asarray(free)) > 0.99
 
@@ -119,8 +124,9 @@ def test_lp_infonce_equals_numpy_and_with_p_2_the_paper_infonce():
 
     expected = 0.5 * (one(hs[0], hs[1], negs[0], 0.7) + one(hs[1], hs[0], negs[1], 0.7))
     np.testing.assert_allclose(lp_info_nce(hs, negs, 0.7, 1.0), expected, rtol=1e-5)
+    static = run_config_from_dict({"train": {"loss": "lp_infonce", "loss_p": 1}}).static
     np.testing.assert_allclose(
-        LOSSES["infonce_l1"].apply(hs, negs, jnp.float32(0.7), None, None), expected, rtol=1e-5
+        LOSSES["lp_infonce"].apply(hs, negs, jnp.float32(0.7), static, None), expected, rtol=1e-5
     )
     np.testing.assert_allclose(
         lp_info_nce(hs, negs, 0.7, 2.0), symmetric_info_nce(hs, negs, 0.7), rtol=1e-5
@@ -244,14 +250,24 @@ def test_the_loss_parameters_take_their_own_learning_rate():
         (
             {"simulation": {"structure": "pair", "marginal": "box"}},
             "simulation.conditional: expected one that keeps samples of simulation.marginal "
-            "'box' in their space: normal, laplace, got 'mask'",
+            "'box' in their space: normal, laplace, generalized_normal, got 'mask'",
         ),
         (
             {"simulation": {"marginal": "sphere", "conditional": "projected_normal"}}
             | {"simulation.causal_strength": 1.0},
             "simulation.causal_strength: expected 0 with simulation.marginal = 'sphere'",
         ),
-        ({"model": {"normalize": "box"}}, "model.normalize: expected one of none, sphere"),
+        ({"model": {"normalize": "cube"}}, "model.normalize: expected one of none, sphere, "),
+        (
+            {"simulation": {"structure": "pair", "conditional": "laplace", "conditional_p": 1}},
+            "simulation.conditional_p: expected 2 (the default) unless its distribution is "
+            "generalized_normal, got 1",
+        ),
+        (
+            {"simulation": {"marginal": "generalized_normal", "marginal_p": 0}},
+            "simulation.marginal_p: expected a number in (0.0, 1000.0], got 0",
+        ),
+        ({"train": {"loss_p": 1}}, "train.loss_p: expected 2 (the default) unless train.loss"),
         (
             {
                 "simulation": {"structure": "pair", "n_z": 2, "marginal": "sphere"}
@@ -267,7 +283,7 @@ def test_the_loss_parameters_take_their_own_learning_rate():
     ],
 )
 def test_bad_geometries_are_refused_naming_the_key(values, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         run_config_from_dict(values)
 
 
@@ -286,3 +302,47 @@ def test_run_i_of_an_anisotropic_grid_equals_the_run_alone():
             jax.tree.map(lambda x, i=i: x[i], grid.params),
             jax.tree.map(lambda x: x[0], alone.params),
         )
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0])
+def test_the_generalized_normal_is_scipys_gennorm_as_marginal_and_conditional(p):
+    sim = {"structure": "pair", "n_z": 2, "marginal": "generalized_normal", "marginal_p": p}
+    sim |= {"conditional": "generalized_normal", "conditional_p": p, "change_scales": [0.5]}
+    lat = _latents({"simulation": sim}, 20_000)
+    for values in (lat["z"].ravel(), (lat["z_tilde"] - lat["z"]).ravel() / 0.5):
+        assert stats.kstest(values, stats.gennorm(p).cdf).pvalue > 1e-3
+
+
+def test_on_the_sphere_an_additive_conditional_is_projected_back_onto_it():
+    sim = {"structure": "pair", "n_z": 3, "marginal": "sphere", "conditional": "laplace"}
+    z = _latents({"simulation": sim | {"change_scales": [0.05]}}, 4096)["z"]
+    sample = geometry.CONDITIONALS["laplace"].sample
+    scale = jnp.full((1,), 0.05)
+    free = np.asarray(sample(jax.random.key(2), None, z, None, None, scale, "real", 2.0))
+    on = sample(jax.random.key(2), None, z, None, None, scale, "sphere", 2.0)
+    np.testing.assert_allclose(on, free / np.linalg.norm(free, axis=1, keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("normalize", ["sphere", "learnable_sphere", "box", "learnable_box"])
+def test_the_output_normalizations_put_encodings_in_their_space(normalize):
+    """cl-ica's RescaleLayer and SoftclipLayer: the sphere of the trained radius, the box
+    ``(0, bound)`` of the trained per-component bounds; a training step moves the scale."""
+    values = PAIR | {"model": PAIR["model"] | {"normalize": normalize}}
+    values |= {"train": PAIR["train"] | {"loss": "infonce", "learning_rate": 0.01}}
+    static = run_config_from_dict(values).static
+    hyper = jax.tree.map(lambda x: x[0], stack_hyperparams([run_config_from_dict(values).hyper]))
+    state = init_state(jnp.asarray(0), hyper, static)
+    simulation = init_simulation(jax.random.key(0), static.simulation, hyper)
+    new, _ = jax.jit(train_step, static_argnums=3)(state, simulation, hyper, static)
+    x = jax.random.normal(jax.random.key(1), (64, 4))
+    h = np.asarray(encode(new.params, (x, x), static)[0])
+    scale = new.params["g1"]["params"].get("output_scale")
+    assert (scale is None) == (normalize in ("sphere", "box"))
+    if scale is not None:
+        assert scale.shape == ((4,) if normalize == "learnable_box" else (1,))
+        assert np.all(np.asarray(scale) != 1.0)
+    scale = np.ones(4) if scale is None else np.broadcast_to(scale, (4,))
+    if normalize.endswith("sphere"):
+        np.testing.assert_allclose(np.linalg.norm(h, axis=1), scale[0], rtol=1e-5)
+    else:
+        assert np.all(h > 0) and np.all(h < scale)

@@ -85,6 +85,35 @@ def test_every_shape_differs_from_every_other():
             assert np.abs(images[i] - images[j]).max() > 0.1, (i, j)
 
 
+@pytest.mark.parametrize("fields", [(f,) for f in factors.IMAGE_FIELDS] + [factors.CHANGED])
+def test_a_second_view_differs_from_the_first_exactly_in_the_changed_factors(fields):
+    """Every field asked for is redrawn and every other kept, and the second image is the
+    first's scene with those fields set: the pixels differ exactly where they changed."""
+    n = 48
+    first = factors.sample_factors(jax.random.key(3), n)
+    second = factors.change_factors(jax.random.key(4), first, fields)
+    moved = set(fields) | ({"hue"} if "xpos" in fields else set())
+    for name in factors.Factors._fields:
+        a, b = np.asarray(getattr(first, name)), np.asarray(getattr(second, name))
+        if name in moved:
+            # Discrete fields keep their class with probability 1 / 3 or 1 / 7.
+            assert np.mean(a != b) > 0.5, name
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    # The hue stays in the third of its x-position (the causal hue of the paper's data).
+    np.testing.assert_array_equal(np.floor(np.asarray(second.hue) * 3), np.asarray(second.xpos))
+    pixels = np.abs(render.render_batch(first, 16) - render.render_batch(second, 16)).max((1, 2, 3))
+    changed = np.any([np.asarray(getattr(first, m) != getattr(second, m)) for m in moved], axis=0)
+    assert np.all(pixels[~changed] == 0) and np.all(pixels[changed] > 0)
+
+
+def test_a_second_view_refuses_a_field_images_do_not_show():
+    with pytest.raises(ValueError, match="'palette' is not one of shape"):
+        factors.change_factors(
+            jax.random.key(0), factors.sample_factors(jax.random.key(1), 2), ("palette",)
+        )
+
+
 def official_color_name(hue: float, palette: dict) -> str:
     """generate_latents.py's ColorPalette.nearest_neighbor(hue_to_rgb(hue)), as it is written."""
     import colorsys
@@ -278,7 +307,55 @@ def test_fresh_batches_render_images_and_matching_tokens():
     f = factors.sample_factors(jax.random.fold_in(jax.random.key(0), 3), 6)
     expected = vocab.encode(text.tokenize(c) for c in text.captions(f))
     np.testing.assert_array_equal(np.asarray(tokens), expected)
-    np.testing.assert_allclose(np.asarray(images), np.asarray(render.render_batch(f, 16)))
+    np.testing.assert_allclose(np.asarray(images[0]), np.asarray(render.render_batch(f, 16)))
+
+
+def test_fresh_batches_of_three_views_render_the_second_image_with_its_changes():
+    vocab = text.full_vocabulary()
+    source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3, changed=factors.CHANGED)
+    images, tokens = source.draw(source.arrays, jax.random.key(0), 3, 6)
+    key = jax.random.fold_in(jax.random.key(0), 3)
+    f = factors.sample_factors(key, 6)
+    second = factors.change_factors(jax.random.fold_in(key, 1), f, factors.CHANGED)
+    assert images.shape == (2, 6, 16, 16, 3) and source.n_images == 2
+    np.testing.assert_allclose(np.asarray(images[1]), np.asarray(render.render_batch(second, 16)))
+    expected = vocab.encode(text.tokenize(c) for c in text.captions(f))
+    np.testing.assert_array_equal(np.asarray(tokens), expected)
+
+
+def test_tiny_three_view_run_end_to_end(tmp_path):
+    from jaxmmcl.imgtxt import threeview
+
+    scale = threeview.ThreeViewScale(
+        dataclasses.replace(
+            experiment.SCALES["cpu"],
+            image_size=16,
+            stage_sizes=(1,),
+            widths=(4,),
+            embedding_size=8,
+            text_channels=(4, 4, 4),
+            train=train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2),
+            seeds=(0,),
+            n_train=32,
+            n_val=24,
+            n_test=24,
+            mlp_epochs=5,
+        ),
+        encoding_size=8,
+    )
+    rows = threeview.reproduce_three_views(tmp_path, scale, show_progress=False)
+    # 4 subsets x (10 image factors x 2 metrics + 5 text factors x 2 metrics).
+    assert len(rows) == 4 * 30 and all(np.isfinite(r["value"]) for r in rows)
+    assert {r["subset"] for r in rows} == {
+        "image1+image2", "image1+text", "image2+text", "image1+image2+text"
+    }  # fmt: skip
+    report = (tmp_path / "imgtxt3.md").read_text()
+    # The theory's marks: the spotlight's position is shared by the two images only.
+    spot = next(line for line in report.splitlines() if line.startswith("| spotlight_pos"))
+    assert [c.strip().endswith("*") for c in spot.split("|")[2:-1]] == [True, False, False, False]
+    shape = next(line for line in report.splitlines() if line.startswith("| object_shape"))
+    assert all(c.strip().endswith("*") for c in shape.split("|")[2:-1])
+    assert (tmp_path / "losses.csv").is_file() and (tmp_path / "vocab.json").is_file()
 
 
 def test_a_fixed_split_is_drawn_in_shuffled_epochs_of_full_batches():
@@ -294,7 +371,7 @@ def test_a_fixed_split_is_drawn_in_shuffled_epochs_of_full_batches():
         ids = [np.asarray(draw(e * 3 + b)[1])[:, 0] for b in range(3)]
         for b, i in enumerate(ids):
             np.testing.assert_allclose(
-                np.asarray(draw(e * 3 + b)[0])[:, 0, 0, 0] * 255, i, atol=1e-4
+                np.asarray(draw(e * 3 + b)[0])[0, :, 0, 0, 0] * 255, i, atol=1e-4
             )
         seen = np.concatenate(ids)
         assert len(set(seen.tolist())) == 12

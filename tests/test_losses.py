@@ -15,7 +15,7 @@ import pytest
 from scipy.special import logsumexp
 
 from jaxmmcl import losses
-from jaxmmcl.config import SimulationConfig
+from jaxmmcl.config import SimulationConfig, StaticConfig, TrainConfig
 from jaxmmcl.losses import (
     BLOCK_ROWS,
     LOSSES,
@@ -169,21 +169,62 @@ def test_subsets_loss_is_multiview_crls_lpsimclr_summed_over_subsets():
 def test_every_loss_is_finite_and_falls_as_positive_pairs_align(name):
     """The contract of a registered loss: finite, and its derivative with respect to the
     distance between positives is positive (pulling positive pairs together lowers it)."""
-    structure = structure_of(SimulationConfig(structure="subsets", views=VIEWS))
+    static = StaticConfig(
+        SimulationConfig(structure="subsets", views=VIEWS), train=TrainConfig(loss="subsets")
+    )
     rng = np.random.default_rng(8)
-    base = jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)
-    noise = [jnp.asarray(rng.normal(size=(16, 5)), jnp.float32) for _ in VIEWS]
-    negs = tuple(jnp.asarray(rng.normal(size=(16, 5)), jnp.float32) for _ in VIEWS)
+    # The views' size (5) for a loss that needs it, else room for a chunk per subset of views.
+    k = 5 if LOSSES[name].needs_view_sized_encodings else 12
+    base = jnp.asarray(rng.normal(size=(16, k)), jnp.float32)
+    noise = [jnp.asarray(rng.normal(size=(16, k)), jnp.float32) for _ in VIEWS]
+    negs = tuple(jnp.asarray(rng.normal(size=(16, k)), jnp.float32) for _ in VIEWS)
     init = LOSSES[name].init
-    params = None if init is None else init(jax.random.key(0), 5)
+    params = None if init is None else init(jax.random.key(0), k)
 
     def loss(spread):
         hs = tuple(base + spread * n for n in noise)
-        return LOSSES[name].apply(hs, negs, jnp.float32(1.0), structure, params)
+        return LOSSES[name].apply(hs, negs, jnp.float32(1.0), static, params)
 
     value, slope = jax.value_and_grad(loss)(jnp.float32(0.5))
     assert np.isfinite(value) and slope > 0
     assert loss(jnp.float32(0.0)) < value
+
+
+def _official_multimodal_loss(hs, subsets, tau):
+    """Multiview-crl's ``infonce_loss`` (main_multimodal.py: cosine similarity, cross-entropy)
+    in NumPy: per subset and content indices, per pair i < j of its views, the cross-entropy of
+    ``[[S_ij, S_ii], [S_jj, S_ji]] / tau`` (self-similarities -inf) with targets ``arange(2d)``."""
+
+    def cos(a, b):
+        a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+        return a @ b.T
+
+    total = 0.0
+    for subset, dims in subsets:
+        h = [hs[v][:, list(dims)] for v in subset]
+        for i, j in itertools.combinations(range(len(h)), 2):
+            sim = {(a, b): cos(h[a], h[b]) / tau for a in (i, j) for b in (i, j)}
+            for a in (i, j):
+                np.fill_diagonal(sim[a, a], -np.inf)
+            scores = np.block([[sim[i, j], sim[i, i]], [sim[j, j], sim[j, i]]])
+            d2 = scores.shape[0]
+            total += np.mean(logsumexp(scores, axis=1) - scores[np.arange(d2), np.arange(d2)])
+    return total
+
+
+def test_subsets_ntxent_is_multiview_crls_multimodal_loss():
+    rng = np.random.default_rng(3)
+    hs = [rng.normal(size=(10, 9)).astype(np.float32) for _ in range(3)]
+    subsets = [((0, 1), (0, 1, 2)), ((0, 2), (3, 4)), ((1, 2), (5, 6)), ((0, 1, 2), (7, 8))]
+    assert losses.subset_chunks(3, 9) == subsets
+    np.testing.assert_allclose(
+        losses.subsets_nt_xent(hs, 0.5), _official_multimodal_loss(hs, subsets, 0.5), rtol=1e-5
+    )
+    # Two views: one subset, the whole encoding: NT-Xent.
+    np.testing.assert_allclose(
+        losses.subsets_nt_xent(hs[:2], 0.5), nt_xent(hs[0], hs[1], 0.5), rtol=1e-6
+    )
 
 
 class TestLossesWithAndWithoutJit(chex.TestCase):

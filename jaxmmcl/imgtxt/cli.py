@@ -4,6 +4,7 @@
         [--independent-hue] [--quiet]
     jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
         [--quiet]
+    jaxmmcl reproduce imgtxt3 [--scale cpu|paper] [--out DIR] [--fresh-batches] [--quiet]
 
 :func:`add_data_parser` registers ``data``; :func:`run_data` and :func:`run_reproduce` carry
 the commands out. Bad input raises :class:`~jaxmmcl.config.ConfigError` (exit status 2).
@@ -60,11 +61,15 @@ def run_data(args: argparse.Namespace) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
-    """Carries out ``jaxmmcl reproduce imgtxt`` (``args``: ``scale``, ``out``, ``data``,
-    ``fresh_batches``, ``quiet``)."""
+    """Carries out ``jaxmmcl reproduce imgtxt`` or ``imgtxt3`` (``args``: ``name``, ``scale``,
+    ``out``, ``data``, ``fresh_batches``, ``quiet``)."""
     import dataclasses
 
     from jaxmmcl.imgtxt.experiment import SCALES, reproduce
+
+    if args.name == "imgtxt3":
+        _reproduce_three_views(args)
+        return
 
     name = args.scale or "cpu"
     if name not in SCALES:
@@ -78,4 +83,25 @@ def run_reproduce(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/imgtxt-{name}")
     reproduce(out, scale, data=data, show_progress=not args.quiet)
     print((out / "imgtxt.md").read_text())
+    print(f"results: {out / 'results.csv'}")
+
+
+def _reproduce_three_views(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from jaxmmcl.imgtxt.threeview import THREE_VIEW_SCALES, reproduce_three_views
+
+    name = args.scale or "cpu"
+    if name not in THREE_VIEW_SCALES:
+        raise ConfigError(f"--scale: expected one of {', '.join(THREE_VIEW_SCALES)}, got {name!r}")
+    if getattr(args, "data", None) is not None:
+        raise ConfigError("--data: only for reproduce imgtxt (imgtxt3 renders its image pairs)")
+    scale = THREE_VIEW_SCALES[name]
+    if getattr(args, "fresh_batches", False):
+        scale = dataclasses.replace(
+            scale, scale=dataclasses.replace(scale.scale, fresh_batches=True)
+        )
+    out = Path(args.out or f"runs/imgtxt3-{name}")
+    reproduce_three_views(out, scale, show_progress=not args.quiet)
+    print((out / "imgtxt3.md").read_text())
     print(f"results: {out / 'results.csv'}")

@@ -86,10 +86,11 @@ class Scale:
     runs_per_program: int
     mlp_epochs: int
 
-    def model(self, vocab_size: int) -> ModelConfig:
-        """The scale's encoders, with outputs for the sweep's largest encoding size."""
+    def model(self, vocab_size: int, encoding_size: int = max(ENCODING_SIZES)) -> ModelConfig:
+        """The scale's encoders, with outputs of ``encoding_size`` units (by default the
+        sweep's largest encoding size)."""
         return ModelConfig(
-            max(ENCODING_SIZES),
+            encoding_size,
             vocab_size,
             self.stage_sizes,
             self.widths,
@@ -257,8 +258,8 @@ def reproduce(
                 )
                 rows += group_rows
                 losses += group_losses
-            _write_csv(out / "results.csv", rows)
-            _write_csv(out / "losses.csv", losses)
+            write_rows(out / "results.csv", rows)
+            write_rows(out / "losses.csv", losses)
     minutes = (time.perf_counter() - t_start) / 60
     (out / "imgtxt.md").write_text(markdown_table(rows, losses, minutes))
     write_figures(out, rows, losses)
@@ -269,46 +270,49 @@ def _evaluate(group, state, history, model, source, val, test, scale: Scale):
     """Rows of ``results.csv`` and ``losses.csv`` for one trained group of (size, seed) runs."""
     h_val = encode(state, val[0], val[1], model, source)
     h_test = encode(state, test[0], test[1], model, source)
-    val_loss = validation_loss(*h_val, scale.train.batch_size, scale.train.temperature)
+    val_loss = validation_loss(h_val, scale.train.batch_size, scale.train.temperature, source)
+    heads = [{"encoding_size": int(size), "seed": int(seed)} for size, seed in group]
     rows = []
     for modality, m, factors in (("image", 0, IMAGE_FACTORS), ("text", 1, TEXT_FACTORS)):
         scores = score_factors(
             h_val[m], h_test[m], val[2 + m], test[2 + m], factors,
             key=jax.random.key(0), mlp_epochs=scale.mlp_epochs,
         )  # fmt: skip
-        for (factor, metric), values in scores.items():
-            for r, (size, seed) in enumerate(group):
-                rows.append(
-                    {
-                        "encoding_size": int(size),
-                        "seed": int(seed),
-                        "modality": modality,
-                        "factor": factor,
-                        "metric": metric,
-                        "value": float(values[r]),
-                    }
-                )
-    history = np.asarray(history)
-    status = run_status(
-        ~np.isfinite(history).all(axis=1),
-        history[:, 0],
-        history[:, -1],
-        constant_loss=np.log(2 * scale.train.batch_size - 1),
-    )
+        rows += score_rows(heads, modality, scores)
+    status = run_statuses(history, np.log(2 * scale.train.batch_size - 1))
     losses = [
-        {
-            "encoding_size": int(size),
-            "seed": int(seed),
+        head
+        | {
             "val_loss": float(val_loss[r]),
-            "train_loss": float(history[r, -1]),
+            "train_loss": float(np.asarray(history)[r, -1]),
             "status": str(status[r]),
         }
-        for r, (size, seed) in enumerate(group)
+        for r, head in enumerate(heads)
     ]
     return rows, losses
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def score_rows(heads: list[dict], modality: str, scores: dict) -> list[dict]:
+    """Rows of ``results.csv`` for R runs' scores of one readout: for every ``(factor,
+    metric)`` of ``scores`` (``(R,)`` values each, :func:`score_factors`) and run r,
+    ``heads[r]`` followed by ``modality``, ``factor``, ``metric`` and ``value``."""
+    return [
+        head | {"modality": modality, "factor": factor, "metric": metric, "value": float(v[r])}
+        for (factor, metric), v in scores.items()
+        for r, head in enumerate(heads)
+    ]
+
+
+def run_statuses(history: np.ndarray, constant_loss: float) -> np.ndarray:
+    """Every run's status from its ``(R, chunks)`` loss history
+    (:func:`jaxmmcl.training.run_status`; ``constant_loss``: a constant encoder's loss)."""
+    history = np.asarray(history)
+    diverged = ~np.isfinite(history).all(axis=1)
+    return run_status(diverged, history[:, 0], history[:, -1], constant_loss=constant_loss)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Writes ``rows`` (dicts of one set of keys) as CSV through a temporary file."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -330,7 +334,8 @@ def _summary(rows: list[dict], modality: str, factor: str, metric: str) -> dict[
     return {size: np.asarray(v) for size, v in sorted(out.items())}
 
 
-def _cell(values: np.ndarray) -> str:
+def format_cell(values: np.ndarray) -> str:
+    """``mean ± std`` of a cell's values (the value alone for one)."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{values.mean():.2f} ± {values.std():.2f}"
@@ -364,13 +369,13 @@ def markdown_table(rows: list[dict], losses: list[dict], minutes: float) -> str:
         for factor, kind in factors:
             metric = NONLINEAR[kind]
             summary = _summary(rows, modality, factor, metric)
-            cells = [_cell(summary[s]) if s in summary else "" for s in sizes]
+            cells = [format_cell(summary[s]) if s in summary else "" for s in sizes]
             lines.append(f"| {factor} ({metric}) | " + " | ".join(cells) + " |")
     lines += ["", "## validation loss", "", head, rule]
     by_size: dict[int, list[float]] = {}
     for row in losses:
         by_size.setdefault(int(row["encoding_size"]), []).append(float(row["val_loss"]))
-    cells = [_cell(np.asarray(by_size[s])) if s in by_size else "" for s in sizes]
+    cells = [format_cell(np.asarray(by_size[s])) if s in by_size else "" for s in sizes]
     lines.append("| NT-Xent (val) | " + " | ".join(cells) + " |")
     for status, why in _LEFT_OUT.items():
         runs = [f"k={size} seed {seed}" for (size, seed), s in left_out.items() if s == status]

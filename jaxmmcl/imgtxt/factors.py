@@ -129,6 +129,60 @@ def sample_factors(key: jax.Array, n: int, *, causal_hue: bool = True) -> Factor
     )
 
 
+IMAGE_FIELDS = (
+    "shape",
+    "xpos",
+    "ypos",
+    "alpharot",
+    "betarot",
+    "gammarot",
+    "hue",
+    "spot_pos",
+    "spot_color",
+    "background",
+)
+"""The :class:`Factors` fields an image shows (the rest, palette and phrasing, are text's)."""
+CHANGED = ("alpharot", "betarot", "gammarot", "hue", "spot_color", "background")
+"""The fields the second image of the three-view experiment redraws by default: the rotations
+and the three hues (multiview-crl's ``--change-lists`` default for Multimodal3DIdent), so the
+two images share shape, position and spotlight position, and all three views shape and
+position."""
+
+
+def change_factors(
+    key: jax.Array, f: Factors, fields: tuple[str, ...], *, causal_hue: bool = True
+) -> Factors:
+    """The factors of a second view of the same scene: every field in ``fields`` redrawn, every
+    other kept (multiview-crl's augmented view of Multimodal3DIdent, which its code finds by a
+    nearest-neighbour search of the dataset and this draws exactly).
+
+    A redrawn field takes a fresh draw from its marginal (:func:`sample_factors` of ``key``), so
+    it may coincide with the old value (a discrete one with probability one over its classes).
+    With ``causal_hue`` a redrawn hue stays in the third of [0, 1] of the view's x-position
+    (kept or redrawn), and a redrawn x-position moves a kept hue into its own third.
+
+    Args:
+      key: the second view's key.
+      f: the first view's factors (arrays of shape ``(n,)``).
+      fields: names of :class:`Factors` fields shown in images (:data:`IMAGE_FIELDS`).
+
+    Returns:
+      The second view's factors, shape ``(n,)`` each.
+    """
+    unknown = [name for name in fields if name not in IMAGE_FIELDS]
+    if unknown:
+        raise ValueError(f"change_factors: {unknown[0]!r} is not one of {', '.join(IMAGE_FIELDS)}")
+    fresh = sample_factors(key, f.shape.shape[0], causal_hue=False)
+    out = f._replace(**{name: getattr(fresh, name) for name in fields})
+    if causal_hue and "hue" in fields:
+        out = out._replace(hue=(out.xpos + fresh.hue) / N_POSITIONS)
+    elif causal_hue and "xpos" in fields:
+        # A kept hue keeps its place within its third; unmoved, it is kept exactly.
+        moved = (out.xpos - f.xpos) / N_POSITIONS
+        out = out._replace(hue=jnp.where(out.xpos == f.xpos, f.hue, f.hue + moved))
+    return out
+
+
 def take(f: Factors, idx) -> Factors:
     """The records ``idx`` (an index array or slice) of a batch of factors."""
     return jax.tree.map(lambda a: a[idx], f)

@@ -1,5 +1,10 @@
 """Contrastive training of an image and a text encoder, vmapped over runs.
 
+The views are one or two images and the caption. Both images go through the one image
+encoder (multiview-crl's multimodal setting: one encoder per modality); with one image the loss
+is NT-Xent of image and text, with two it is multiview-crl's loss over the subsets of the three
+views (:func:`jaxmmcl.losses.subsets_nt_xent`).
+
 A run is a (seed, encoding size) pair. All runs share one model with ``encoding_size`` =
 the largest size of the sweep; a run of size k masks its encodings to the first k units
 (:func:`~jaxmmcl.imgtxt.models.encoding_mask`), so any set of runs trains as one
@@ -34,7 +39,7 @@ import optax
 from flax import struct
 
 from jaxmmcl.config import PRECISIONS, ConfigError
-from jaxmmcl.imgtxt.factors import sample_factors
+from jaxmmcl.imgtxt.factors import change_factors, sample_factors
 from jaxmmcl.imgtxt.models import (
     EMBEDDING_SIZE,
     TEXT_CHANNELS,
@@ -44,9 +49,9 @@ from jaxmmcl.imgtxt.models import (
 )
 from jaxmmcl.imgtxt.render import render_batch
 from jaxmmcl.imgtxt.text import Vocabulary, caption_tokens
-from jaxmmcl.losses import nt_xent
+from jaxmmcl.losses import LOSSES
 from jaxmmcl.precision import EVALUATION, check_supported, matmul_precision
-from jaxmmcl.training import lr_multiplier
+from jaxmmcl.training import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -141,11 +146,12 @@ class BatchSource:
 
     Attributes:
       arrays: device arrays the batches are drawn from (a pytree; empty when rendering).
-      draw: ``draw(arrays, key, step, n) -> (images (n, s, s, 3) float32 in [0, 1],
+      draw: ``draw(arrays, key, step, n) -> (images (V, n, s, s, 3) float32 in [0, 1],
         tokens (n, T))``: the batch of training step ``step`` of the run whose data key is
-        ``key``; traceable.
+        ``key``, V images of each scene; traceable.
       mean, std: per-channel normalisation of the images, ``(3,)`` each.
       image_size, max_length: shapes of a batch.
+      n_images: V, the images of a scene (1, or 2 for the three-view experiment).
     """
 
     arrays: Any
@@ -154,19 +160,48 @@ class BatchSource:
     std: np.ndarray
     image_size: int
     max_length: int
+    n_images: int = 1
+
+    @property
+    def loss(self):
+        """The views' loss: NT-Xent of image and text, or multiview-crl's over the subsets of
+        three views (:data:`jaxmmcl.losses.LOSSES`)."""
+        return LOSSES["ntxent" if self.n_images == 1 else "subsets_ntxent"]
 
 
 def rendered_source(
-    image_size: int, vocab: Vocabulary, mean, std, *, causal_hue: bool = True
+    image_size: int,
+    vocab: Vocabulary,
+    mean,
+    std,
+    *,
+    causal_hue: bool = True,
+    changed: tuple[str, ...] = (),
 ) -> BatchSource:
     """Fresh renders: every step a batch of newly sampled factors, rendered and captioned on
-    the device (no fixed training set)."""
+    the device (no fixed training set). With ``changed`` (field names of
+    :class:`~jaxmmcl.imgtxt.factors.Factors`) a second image of each scene is rendered with
+    those fields redrawn (:func:`~jaxmmcl.imgtxt.factors.change_factors`)."""
 
     def draw(arrays, key, step, n):
-        f = sample_factors(jax.random.fold_in(key, step), n, causal_hue=causal_hue)
-        return render_batch(f, image_size), caption_tokens(f, vocab)
+        step_key = jax.random.fold_in(key, step)
+        f = sample_factors(step_key, n, causal_hue=causal_hue)
+        scenes = [f]
+        if changed:
+            second = jax.random.fold_in(step_key, 1)
+            scenes.append(change_factors(second, f, changed, causal_hue=causal_hue))
+        images = jnp.stack([render_batch(g, image_size) for g in scenes])
+        return images, caption_tokens(f, vocab)
 
-    return BatchSource({}, draw, np.asarray(mean), np.asarray(std), image_size, vocab.max_length)
+    return BatchSource(
+        {},
+        draw,
+        np.asarray(mean),
+        np.asarray(std),
+        image_size,
+        vocab.max_length,
+        2 if changed else 1,
+    )
 
 
 def array_source(images: np.ndarray, tokens: np.ndarray, mean, std) -> BatchSource:
@@ -174,25 +209,32 @@ def array_source(images: np.ndarray, tokens: np.ndarray, mean, std) -> BatchSour
 
     As the official ``DataLoader(shuffle=True, drop_last=True)``: epoch e visits the split in
     the order of a permutation drawn from ``fold_in(key, e)``, in ``len // n`` batches of ``n``
-    pairs, dropping the last ``len % n``.
+    scenes, dropping the last ``len % n``.
 
     Args:
-      images: ``(N, s, s, 3)`` uint8.
+      images: ``(N, s, s, 3)`` uint8, or ``(V, N, s, s, 3)`` for V images of every scene.
       tokens: ``(N, T)`` int32.
       mean, std: per-channel normalisation, ``(3,)`` each.
     """
+    images = images if images.ndim == 5 else images[None]
 
     def draw(arrays, key, step, n):
-        size = arrays["images"].shape[0]
+        size = arrays["tokens"].shape[0]
         per_epoch = size // n
         epoch, batch = step // per_epoch, step % per_epoch
         order = jax.random.permutation(jax.random.fold_in(key, epoch), size)
         idx = jax.lax.dynamic_slice_in_dim(order, batch * n, n)
-        return arrays["images"][idx].astype(jnp.float32) / 255.0, arrays["tokens"][idx]
+        return arrays["images"][:, idx].astype(jnp.float32) / 255.0, arrays["tokens"][idx]
 
     arrays = {"images": jnp.asarray(images), "tokens": jnp.asarray(tokens)}
     return BatchSource(
-        arrays, draw, np.asarray(mean), np.asarray(std), images.shape[1], tokens.shape[1]
+        arrays,
+        draw,
+        np.asarray(mean),
+        np.asarray(std),
+        images.shape[2],
+        tokens.shape[1],
+        images.shape[0],
     )
 
 
@@ -218,10 +260,8 @@ class RunState:
 
 
 def _optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    def learning_rate(step):
-        return train.learning_rate * lr_multiplier(step, train)
-
-    return optax.chain(optax.clip_by_global_norm(train.clip_norm), optax.adam(learning_rate))
+    # The numerical simulation's optimiser: Adam after clipping, the config's schedule.
+    return make_optimizer(train.learning_rate, train)
 
 
 def _normalise(images, source: BatchSource):
@@ -273,12 +313,14 @@ def train_step(
     The step's products and convolutions compute at ``train.precision``.
     """
     images, tokens = source.draw(arrays, state.key, state.step, train.batch_size)
-    images = _normalise(images, source)
+    # Every image of the batch through the image encoder at once (batch statistics over all).
+    images = _normalise(images.reshape(-1, *images.shape[2:]), source)
     mask = encoding_mask(state.size, model.encoding_size)
 
     def loss_fn(params):
-        h1, h2, stats = _apply(model, params, state.batch_stats, images, tokens, True)
-        return nt_xent(h1 * mask, h2 * mask, train.temperature), stats
+        h_images, h_text, stats = _apply(model, params, state.batch_stats, images, tokens, True)
+        views = (*jnp.split(h_images * mask, source.n_images), h_text * mask)
+        return source.loss.apply(views, (), train.temperature, None, None), stats
 
     with matmul_precision(train.precision):
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -382,9 +424,9 @@ def train_groups(
     """
     devices = list(jax.local_devices() if devices is None else devices)
     check_supported(train.precision, devices[0].platform)
-    if "images" in source.arrays and len(source.arrays["images"]) < train.batch_size:
+    if "tokens" in source.arrays and len(source.arrays["tokens"]) < train.batch_size:
         raise ConfigError(
-            f"training split: {len(source.arrays['images'])} pairs, fewer than one batch of "
+            f"training split: {len(source.arrays['tokens'])} pairs, fewer than one batch of "
             f"{train.batch_size}"
         )
     if not 1 <= len(groups) <= len(devices):
@@ -461,19 +503,23 @@ def encode(
     return np.concatenate(out1, axis=1), np.concatenate(out2, axis=1)
 
 
-def validation_loss(h1: np.ndarray, h2: np.ndarray, batch_size: int, temperature: float):
-    """Mean NT-Xent over consecutive full batches of ``batch_size`` pairs, per run.
+def validation_loss(
+    hs: Sequence[np.ndarray], batch_size: int, temperature: float, source: BatchSource
+) -> np.ndarray:
+    """The training loss (``source.loss``) averaged over consecutive full batches of
+    ``batch_size`` scenes, per run.
 
     Args:
-      h1, h2: ``(R, n, k)`` encodings (from :func:`encode`); ``n >= batch_size``.
+      hs: every view's ``(R, n, k)`` encodings (from :func:`encode`), the images' first and
+        the text's last; ``n >= batch_size``.
 
     Returns:
       ``(R,)`` float.
     """
-    n_batches = h1.shape[1] // batch_size
+    n_batches = hs[0].shape[1] // batch_size
     if n_batches == 0:
-        raise ConfigError(f"validation split: fewer pairs ({h1.shape[1]}) than a batch")
+        raise ConfigError(f"validation split: fewer pairs ({hs[0].shape[1]}) than a batch")
     cut = n_batches * batch_size
     split = lambda h: h[:, :cut].reshape(h.shape[0], n_batches, batch_size, -1)  # noqa: E731
-    loss = jax.vmap(jax.vmap(lambda a, b: nt_xent(a, b, temperature)))
-    return np.asarray(loss(split(h1), split(h2))).mean(axis=1)
+    loss = jax.vmap(jax.vmap(lambda *views: source.loss.apply(views, (), temperature, None, None)))
+    return np.asarray(loss(*map(split, hs))).mean(axis=1)
