@@ -346,3 +346,27 @@ def test_the_output_normalizations_put_encodings_in_their_space(normalize):
         np.testing.assert_allclose(np.linalg.norm(h, axis=1), scale[0], rtol=1e-5)
     else:
         assert np.all(h > 0) and np.all(h < scale)
+
+
+def test_run_i_of_a_generalised_normal_grid_with_a_learnable_box_equals_the_run_alone():
+    values = {
+        "simulation": {"structure": "pair", "n_z": 3, "marginal": "box"}
+        | {"conditional": "generalized_normal", "conditional_p": 3, "shared_mixing": True},
+        "model": {"widths": [16, 16], "shared_encoder": True, "normalize": "learnable_box"},
+        "train": TINY["train"] | {"loss": "lp_infonce", "loss_p": 1},
+        "eval": TINY["eval"],
+    }
+    static = run_config_from_dict(values).static
+    hypers = [
+        Hyperparams(change_scales=(0.05,)),
+        Hyperparams(change_scales=(0.1,), temperature=0.5),
+    ]
+    seeds = [3, 1]
+    grid = train_grid(static, jnp.asarray(seeds), stack_hyperparams(hypers))
+    assert grid.params["g1"]["params"]["output_scale"].shape == (2, 3)
+    for i, (seed, hyper) in enumerate(zip(seeds, hypers, strict=True)):
+        alone = train_grid(static, jnp.asarray([seed]), stack_hyperparams([hyper]))
+        chex.assert_trees_all_equal(
+            jax.tree.map(lambda x, i=i: x[i], grid.params),
+            jax.tree.map(lambda x: x[0], alone.params),
+        )
