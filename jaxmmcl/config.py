@@ -282,9 +282,10 @@ class TrainConfig:
       loss: the contrastive loss, by name in :data:`jaxmmcl.losses.LOSSES`: ``"infonce"``
         (the paper's), ``"lp_infonce"`` (cl-ica's, the distance ``||a - b||_p^p``),
         ``"aninfonce"`` (Rusak et al.'s, a learned diagonal precision in the
-        distance; needs every encoding of one size), ``"ntxent"`` (cosine similarities) or
-        ``"subsets"`` (multiview-crl's, over subsets of views; needs encodings of their views'
-        sizes).
+        distance; needs every encoding of one size), ``"ntxent"`` (cosine similarities),
+        ``"subsets_ntxent"`` (multiview-crl's multimodal loss: NT-Xent of the views of every
+        subset on its chunk of the encodings; needs a chunk per subset) or ``"subsets"``
+        (multiview-crl's, over subsets of views; needs encodings of their views' sizes).
       loss_p: the exponent p > 0 of ``lp_infonce`` (cl-ica's ``--p``: 1 matches a Laplace
         conditional, 2 a normal one); refused with another loss.
       clip_norm: global L2 norm the gradients are clipped to.

@@ -15,7 +15,13 @@ import pytest
 from scipy.special import logsumexp
 
 from jaxmmcl import losses
-from jaxmmcl.config import SimulationConfig, StaticConfig, TrainConfig
+from jaxmmcl.config import (
+    ConfigError,
+    SimulationConfig,
+    StaticConfig,
+    TrainConfig,
+    run_config_from_dict,
+)
 from jaxmmcl.losses import (
     BLOCK_ROWS,
     LOSSES,
@@ -241,3 +247,14 @@ class TestLossesWithAndWithoutJit(chex.TestCase):
             jnp.concatenate([h1, h2]), jnp.concatenate([jnp.arange(12)] * 2), temperature=0.5
         )
         np.testing.assert_allclose(ntx, oracle, rtol=1e-5)
+
+
+def test_subsets_ntxent_refuses_encodings_too_small_for_a_chunk_per_subset():
+    values = {
+        "simulation": {"structure": "subsets", "views": [[0, 1], [1, 2], [0, 2]]},
+        "model": {"encoding_size": 3},
+        "train": {"loss": "subsets_ntxent"},
+    }
+    with pytest.raises(ConfigError, match=r"encoding_size: .* at least 4 dimensions with train"):
+        run_config_from_dict(values)
+    run_config_from_dict(values | {"model": {"encoding_size": 4}})
