@@ -88,16 +88,6 @@ class Conditional(NamedTuple):
     uses_exponent: bool = False
 
 
-def generalized_normal(key: jax.Array, shape: tuple[int, ...], p: float) -> jnp.ndarray:
-    """Standard generalised normal samples of exponent ``p`` > 0: density
-    ``p / (2 Gamma(1 / p)) exp(-|x|^p)`` (SciPy's ``gennorm(p)``; p = 1 the Laplace, p = 2
-    a normal of variance 1/2), drawn as cl-ica's ``sample_generalized_normal``: a random sign
-    times ``G^(1/p)`` with ``G ~ Gamma(1 / p, 1)``."""
-    k_gamma, k_sign = jax.random.split(key)
-    magnitude = jax.random.gamma(k_gamma, 1.0 / p, shape) ** (1.0 / p)
-    return jnp.where(jax.random.bernoulli(k_sign, 0.5, shape), magnitude, -magnitude)
-
-
 def _normal(key, n, factor, exponent):
     del exponent
     return jax.random.normal(key, (n, factor.shape[0])) @ factor.T
@@ -106,6 +96,15 @@ def _normal(key, n, factor, exponent):
 def _laplace(key, n, factor, exponent):
     del exponent
     return jax.random.laplace(key, (n, factor.shape[0]))
+
+
+def generalized_normal(key: jax.Array, shape: tuple[int, ...], p: float) -> jnp.ndarray:
+    """Standard generalised normal samples of exponent ``p`` > 0: density
+    ``p / (2 Gamma(1 / p)) exp(-|x|^p)`` (SciPy's ``gennorm(p)``; p = 1 the Laplace). JAX's
+    ``jax.random.generalized_normal``, which draws as cl-ica's ``sample_generalized_normal``
+    (a random sign times ``G^(1/p)``, ``G ~ Gamma(1 / p, 1)``), in the noise signature
+    ``(key, shape, exponent)`` of :func:`_additive`."""
+    return jax.random.generalized_normal(key, p, shape)
 
 
 def _generalized_normal(key, n, factor, exponent):

@@ -279,12 +279,13 @@ def _evaluate(group, state, history, model, source, val, test, scale: Scale):
             key=jax.random.key(0), mlp_epochs=scale.mlp_epochs,
         )  # fmt: skip
         rows += score_rows(heads, modality, scores)
+    history = np.asarray(history)
     status = run_statuses(history, np.log(2 * scale.train.batch_size - 1))
     losses = [
         head
         | {
             "val_loss": float(val_loss[r]),
-            "train_loss": float(np.asarray(history)[r, -1]),
+            "train_loss": float(history[r, -1]),
             "status": str(status[r]),
         }
         for r, head in enumerate(heads)

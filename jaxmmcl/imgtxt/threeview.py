@@ -256,12 +256,13 @@ def _evaluate(seeds, state, history, model, source, val, test, spec: Scale, chun
             rows += score_rows(heads, modality, scores)
     # A constant encoder's loss: NT-Xent's log(2n - 1) for each of the six pairs of views of
     # the four subsets.
+    history = np.asarray(history)
     status = run_statuses(history, 6 * np.log(2 * spec.train.batch_size - 1))
     losses = [
         {
             "seed": int(seed),
             "val_loss": float(val_loss[r]),
-            "train_loss": float(np.asarray(history)[r, -1]),
+            "train_loss": float(history[r, -1]),
             "status": str(status[r]),
         }
         for r, seed in enumerate(seeds)
