@@ -38,18 +38,19 @@ def _worker(scale_name: str, steps: int, repeats: int) -> None:
     import jax
     import numpy as np
 
-    from jaxmmcl.imgtxt.experiment import SCALES
     from jaxmmcl.imgtxt.text import full_vocabulary
     from jaxmmcl.imgtxt.train import array_source, train_groups
+    from jaxmmcl.sweeps import load_sweep
 
-    scale = SCALES[scale_name]
+    scale = load_sweep("imgtxt", scale=scale_name).runs[0].config.static
     vocab = full_vocabulary()
     rng = np.random.default_rng(0)
     n = 4096
-    images = rng.integers(0, 256, (n, scale.image_size, scale.image_size, 3), dtype=np.uint8)
+    size = scale.data.image_size
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     tokens = rng.integers(0, vocab.size, (n, vocab.max_length)).astype(np.int32)
     source = array_source(images, tokens, np.full(3, 0.5), np.full(3, 0.25))
-    model = scale.model(vocab.size)
+    model = scale.model.encoders(vocab.size)
     batch = scale.train.batch_size
     draw = jax.jit(lambda arrays, key: source.draw(arrays, key, 0, batch))
     jax.block_until_ready(draw(source.arrays, jax.random.key(0)))
@@ -85,7 +86,7 @@ def _worker(scale_name: str, steps: int, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", default="cpu", help="a scale of jaxmmcl.imgtxt.experiment")
+    parser.add_argument("--scale", default="cpu", help="a scale of sweeps/imgtxt.yaml")
     parser.add_argument("--devices", default="1,2", help="comma-separated device counts")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)

@@ -1,6 +1,8 @@
-"""Resumable training: Orbax checkpoints of one group's stacked training state.
+"""Resumable training: Orbax checkpoints of one program's training state.
 
-A checkpoint holds the state of every run of a group (sharded arrays are written shard by
+A checkpoint holds the state of every run of a program (any pytree of arrays: a stacked
+:class:`~jaxmmcl.training.TrainState`, or one state per device; PRNG keys are stored as their
+raw data) (sharded arrays are written shard by
 shard, by every process that holds them) and the loss history, ``(R, chunks)`` with NaN for the
 chunks not yet trained, in one Orbax item; its step is the number of optimiser steps taken.
 Orbax finalises a checkpoint by renaming a temporary folder, so a kill during a save leaves the
@@ -17,7 +19,20 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxmmcl import interrupts
-from jaxmmcl.training import TrainState
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _raw(state):
+    """``state`` with its PRNG keys as their raw ``uint32`` data (what Orbax can store)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+
+
+def _wrapped(raw, like):
+    """The inverse of :func:`_raw`: the leaves that are keys in ``like`` wrapped back."""
+    return jax.tree.map(lambda x, y: jax.random.wrap_key_data(x) if _is_key(y) else x, raw, like)
 
 
 class GroupCheckpoint:
@@ -37,9 +52,7 @@ class GroupCheckpoint:
             options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
         )
 
-    def restore(
-        self, like: TrainState, history_like: np.ndarray
-    ) -> tuple[TrainState, np.ndarray] | None:
+    def restore(self, like, history_like: np.ndarray) -> tuple[object, np.ndarray] | None:
         """The newest checkpoint with the shapes and shardings of ``like``, or None.
 
         Returns:
@@ -49,28 +62,20 @@ class GroupCheckpoint:
         if step is None:
             return None
         target = {
-            "state": jax.tree.map(
-                ocp.utils.to_shape_dtype_struct, like.replace(key=jax.random.key_data(like.key))
-            ),
+            "state": jax.tree.map(ocp.utils.to_shape_dtype_struct, _raw(like)),
             "history": history_like,
         }
         restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        state = restored["state"]
-        return state.replace(key=jax.random.wrap_key_data(state.key)), np.asarray(
-            restored["history"]
-        )
+        return _wrapped(restored["state"], like), np.asarray(restored["history"])
 
-    def maybe_save(
-        self, step: int, state: TrainState, history: np.ndarray, *, force: bool = False
-    ) -> bool:
+    def maybe_save(self, step: int, state, history: np.ndarray, *, force: bool = False) -> bool:
         """Saves when ``every_seconds`` have passed since the last save (or when forced).
 
         Blocks until the checkpoint is complete: the next chunk donates the state's buffers.
         """
         if not force and time.monotonic() - self._last < self._every_seconds:
             return False
-        raw = state.replace(key=jax.random.key_data(state.key))
-        item = {"state": raw, "history": np.asarray(history)}
+        item = {"state": _raw(state), "history": np.asarray(history)}
         try:
             # A signal waits for the save to finish: stopped halfway, Orbax's helper threads
             # outlive it and print tracebacks of their own.

@@ -5,11 +5,13 @@
     jaxmmcl reproduce --list
     jaxmmcl report DIR
     jaxmmcl export DIR --to tensorboard|wandb
-    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
+    jaxmmcl reproduce imgtxt [--data DIR] [--fresh-batches] [sweep options]
     jaxmmcl reproduce imgtxt3 [--scale cpu|paper] [--out DIR] [--fresh-batches]
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
 
-(The image/text commands live in :mod:`jaxmmcl.imgtxt.cli`.)
+(``reproduce imgtxt`` is a sweep of the image/text experiment, ``sweeps/imgtxt.yaml``; its
+``--data DIR`` and ``--fresh-batches`` stand for ``--set data.path=DIR`` and ``--set
+data.fresh_batches=true``. The other image/text commands live in :mod:`jaxmmcl.imgtxt.cli`.)
 
 Options of run and reproduce: ``--dry-run`` (print the plan, run nothing), ``--resume``
 (continue an interrupted sweep in DIR), ``--force`` (start DIR over), ``--checkpoint-every
@@ -34,12 +36,11 @@ from jaxmmcl.results import read_yaml
 from jaxmmcl.sweeps import SWEEPS_DIR, available_sweeps
 from jaxmmcl.tracking import TRACKERS, export_sweep
 
-IMGTXT_SUMMARY = "The image/text experiment: image and text factors against the encoding size"
 IMGTXT3_SUMMARY = (
     "Beyond the paper: multiview-crl's three views (two images, the caption), every factor "
     "from every subset's content"
 )
-IMAGE_TEXT = ("imgtxt", "imgtxt3")
+IMAGE_TEXT = ("imgtxt3",)
 
 
 def experiment_summaries() -> dict[str, str]:
@@ -48,7 +49,7 @@ def experiment_summaries() -> dict[str, str]:
         name: str(read_yaml((SWEEPS_DIR / f"{name}.yaml").read_text()).get("summary") or "")
         for name in available_sweeps()
     }
-    return summaries | {"imgtxt": IMGTXT_SUMMARY, "imgtxt3": IMGTXT3_SUMMARY}
+    return summaries | {"imgtxt3": IMGTXT3_SUMMARY}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", help="output folder (default: runs/NAME-SCALE)")
     common(reproduce)
     reproduce.add_argument(
-        "--data", help="imgtxt only: a Multimodal3DIdent root (default: rendered in memory)"
+        "--data",
+        help="imgtxt only: a Multimodal3DIdent root (default: rendered in memory; as "
+        "--set data.path=DIR)",
     )
     reproduce.add_argument(
         "--fresh-batches",
@@ -255,12 +258,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             _refuse_sweep_options(args)
             run_reproduce(args)
         elif args.command == "reproduce":
-            if args.data is not None:
+            if args.data is not None and args.name != "imgtxt":
                 raise ConfigError(f"--data: only for reproduce imgtxt, not {args.name!r}")
-            if args.fresh_batches:
+            if args.fresh_batches and args.name != "imgtxt":
                 raise ConfigError(
                     f"--fresh-batches: only for reproduce imgtxt and imgtxt3, not {args.name!r}"
                 )
+            if args.data is not None:
+                if not Path(args.data).is_dir():
+                    raise ConfigError(f"--data: no such folder {args.data!r}")
+                args.overrides.append(f"data.path={args.data}")
+            if args.fresh_batches:
+                args.overrides.append("data.fresh_batches=true")
             if args.name not in available_sweeps():
                 raise ConfigError(
                     f"reproduce: unknown experiment {args.name!r} "

@@ -647,10 +647,10 @@ class RunConfig:
         out: dict[str, Any] = {}
         for section in _SECTIONS:
             values = dataclasses.asdict(getattr(self.static, section))
-            out[section] = {k: _plain(v) for k, v in values.items()}
+            out[section] = {k: plain(v) for k, v in values.items()}
         for key, name in TRACED_KEYS.items():
             section, leaf = key.split(".")
-            out[section][leaf] = _plain(getattr(self.hyper, name))
+            out[section][leaf] = plain(getattr(self.hyper, name))
         out["seed"] = self.seed
         return out
 
@@ -659,9 +659,9 @@ class RunConfig:
         return flatten(self.to_dict())
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Tuples (nested too) as lists, as YAML and the config files write them."""
-    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+    return [plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 def all_keys() -> list[str]:
@@ -689,17 +689,27 @@ def run_config_from_dict(values: Mapping[str, Any]) -> RunConfig:
     unknown keys or invalid values, naming the key and the value.
     """
     flat = flatten(values)
-    valid = set(all_keys())
-    for key in flat:
-        if key not in valid:
-            raise ConfigError(f"{key}: unknown key (valid keys: {', '.join(sorted(valid))})")
-    sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
-    hyper: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key in TRACED_KEYS:
-            hyper[TRACED_KEYS[key]] = value
-        elif key != "seed":
-            section, leaf = key.split(".")
-            sections[section][leaf] = value
+    sections, hyper = split_keys(flat, _SECTIONS, TRACED_KEYS)
     static = StaticConfig(**{s: cls(**sections[s]) for s, cls in _SECTIONS.items()})
     return RunConfig(static=static, hyper=Hyperparams(**hyper), seed=flat.get("seed", 0))
+
+
+def split_keys(
+    flat: Mapping[str, Any], sections: Mapping[str, type], traced: Mapping[str, str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Sorts dotted keys into the fields of each section's dataclass and the traced fields
+    (``traced``: key -> field); ``seed`` is left out. Raises :class:`ConfigError` for a key
+    that is none of them, naming the valid ones."""
+    valid = {f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)}
+    valid |= {*traced, "seed"}
+    out: dict[str, dict[str, Any]] = {s: {} for s in sections}
+    hyper: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key not in valid:
+            raise ConfigError(f"{key}: unknown key (valid keys: {', '.join(sorted(valid))})")
+        if key in traced:
+            hyper[traced[key]] = value
+        elif key != "seed":
+            section, leaf = key.split(".")
+            out[section][leaf] = value
+    return out, hyper

@@ -20,11 +20,8 @@ Output folder layout::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import gc
 import json
-import math
 import os
 import shutil
 import sys
@@ -40,25 +37,13 @@ import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmmcl import grid, interrupts, provenance, tracking
+from jaxmmcl import interrupts, provenance, tracking
 from jaxmmcl.checkpoints import GroupCheckpoint
-from jaxmmcl.config import ConfigError, HyperArrays, StaticConfig, stack_hyperparams
-from jaxmmcl.distributed import (
-    barrier,
-    is_writer,
-    pad_runs,
-    padded_size,
-    runs_mesh,
-    to_host,
-)
-from jaxmmcl.evaluation import protocol
-from jaxmmcl.evaluation.protocol import EvalResult, evaluate_grid, factors, readouts
-from jaxmmcl.grid import GridResult, train_grid
-from jaxmmcl.precision import check_supported
+from jaxmmcl.config import ConfigError
+from jaxmmcl.distributed import barrier, is_writer, runs_mesh
 from jaxmmcl.reports import write_report
 from jaxmmcl.results import read_results, read_yaml, result_columns, write_atomic, write_csv
 from jaxmmcl.sweeps import Run, Sweep
-from jaxmmcl.training import memory_per_run, step_flops
 
 # Fraction of a device's memory a program may plan for; the rest is XLA's working space.
 MEMORY_FRACTION = 0.5
@@ -71,13 +56,13 @@ class Program:
     Attributes:
       group: index of the group (one static config) in the sweep.
       part: index of this program within its group (groups too large for memory are split).
-      static: the group's static config.
+      static: the group's static config (its experiment's).
       runs: the runs trained together.
     """
 
     group: int
     part: int
-    static: StaticConfig
+    static: Any
     runs: tuple[Run, ...]
 
     @property
@@ -103,28 +88,27 @@ def plan_sweep(sweep: Sweep, mesh: Mesh, max_runs: int | None = None) -> list[Pr
     Args:
       sweep: the sweep.
       mesh: the device mesh the runs are sharded over.
-      max_runs: an upper bound on runs per program (default: from the memory estimate).
+      max_runs: an upper bound on runs per program (default: the experiment's
+        ``program_size``, from its memory estimate).
 
     Raises:
-      ConfigError: a group asks for a ``train.precision`` the mesh's devices cannot compute,
-        or one of its runs alone would not fit in a device's memory (estimated as
-        :func:`jaxmmcl.training.memory_per_run`).
+      ConfigError: a group asks for what the mesh's devices cannot compute (a
+        ``train.precision``), or one of its runs alone would not fit in a device's memory
+        (estimated by the experiment's ``memory_per_run``).
     """
+    experiment = sweep.kind
     programs = []
     memory = device_memory_bytes()
     budget = MEMORY_FRACTION * memory
-    platform = mesh.devices.flat[0].platform
     for g, (static, runs) in enumerate(sweep.groups()):
-        check_supported(static.train.precision, platform)
-        need = memory_per_run(static)
+        experiment.check(static, mesh)
+        need = experiment.memory_per_run(static)
         if need > budget:
             raise ConfigError(
-                f"train.batch_size={static.train.batch_size}, model.widths="
-                f"{list(static.widths())}: one run needs about {_bytes(need)}, more than "
-                f"{MEMORY_FRACTION:.0%} of a device's {_bytes(memory)}; lower them"
+                f"{experiment.too_large(static)}: one run needs about {_bytes(need)}, more "
+                f"than {MEMORY_FRACTION:.0%} of a device's {_bytes(memory)}; lower them"
             )
-        per_device = max(1, int(budget // need))
-        limit = per_device * mesh.size
+        limit = experiment.program_size(static, mesh, budget)
         if max_runs is not None:
             limit = min(limit, max(max_runs, 1))
         for p, start in enumerate(range(0, len(runs), limit)):
@@ -134,6 +118,7 @@ def plan_sweep(sweep: Sweep, mesh: Mesh, max_runs: int | None = None) -> list[Pr
 
 def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
     """A plain-text table of the plan (what ``--dry-run`` prints): one line per program."""
+    experiment = sweep.kind
     lines = [
         f"sweep {sweep.name!r}: {len(sweep.runs)} runs in {len(sweep.groups())} groups, "
         f"{len(programs)} programs, {mesh.size} device(s)",
@@ -144,52 +129,18 @@ def describe_plan(sweep: Sweep, programs: list[Program], mesh: Mesh) -> str:
     for program in programs:
         static = program.static
         runs = len(program.runs)
-        padded = padded_size(runs, mesh)
-        memory = memory_per_run(static) * padded / mesh.size
-        train = step_flops(static) * static.train.steps * runs
-        evaluation = _eval_flops(static) * runs
+        padded = experiment.padded(runs, mesh)
+        memory = experiment.memory_per_run(static) * padded / mesh.size
+        train = experiment.train_flops(static) * runs
+        evaluation = experiment.eval_flops(static) * runs
         total_train += train
         total_eval += evaluation
-        sim = static.simulation
-        if sim.structure == "paper":
-            shape = f"n=({sim.n_c},{sim.n_s},{sim.n_m})"
-            shape += f" views={sim.n_views}" if sim.n_views != 2 else ""
-        elif sim.structure == "pair":
-            shape = f"pair n_z={sim.n_z}"
-        else:
-            shape = f"{sim.structure} views={[list(v) for v in sim.views]}"
-        if (sim.marginal, sim.conditional) != ("normal", "mask"):
-            # A generalised normal's exponent, as p=3 after its name.
-            marginal = sim.marginal + (f"(p={sim.marginal_p})" if sim.marginal_p != 2 else "")
-            conditional = sim.conditional
-            conditional += f"(p={sim.conditional_p})" if sim.conditional_p != 2 else ""
-            shape += f" {marginal}/{conditional}"
-        loss = static.train.loss
-        loss += f"(p={static.train.loss_p})" if static.train.loss_p != 2 else ""
-        summary = (
-            f"{shape} {sim.mixing}x{sim.mixing_layers}"
-            f"{' shared-f' if sim.shared_mixing else ''} widths={list(static.widths())}"
-            f" enc={static.encoding_size()}{' shared-g' if static.model.shared_encoder else ''}"
-            f"{' ' + static.model.normalize if static.model.normalize != 'none' else ''}"
-            f" loss={loss} batch={static.train.batch_size} steps={static.train.steps}"
-            + (f" n_train={sim.n_train}" if sim.n_train else "")
-        )
         lines.append(
             f"{program.name:<18}{runs:>5} {padded:>6}  {_bytes(memory):>13}  "
-            f"{train:>10.2e}  {evaluation:>10.2e}  {summary}"
+            f"{train:>10.2e}  {evaluation:>10.2e}  {experiment.describe(static)}"
         )
     lines.append(f"total: {total_train:.2e} FLOP training, {total_eval:.2e} FLOP evaluation")
     return "\n".join(lines)
-
-
-def _eval_flops(static: StaticConfig) -> float:
-    """Approximate FLOPs of evaluating one run: the kernel ridge's Choleskys dominate (per
-    encoding, 16 candidates x 3 folds of size 2n/3 and up to one refit of size n per block)."""
-    if static.eval.nonlinear != "kernel_ridge":
-        return 0.0
-    n = static.eval.n_fit
-    blocks = len(factors(static))
-    return len(readouts(static)) * (48 * (2 * n / 3) ** 3 / 3 + blocks * n**3 / 3)
 
 
 def _bytes(n: float) -> str:
@@ -200,109 +151,11 @@ def _bytes(n: float) -> str:
     raise AssertionError
 
 
-def factor_roles(static: StaticConfig, factors: Sequence[str]) -> dict[tuple[int, str], str]:
-    """``(view, factor) -> role`` of every scored factor a view observes (the ``role`` column;
-    a permuted content factor has its content's role with ``_perm``)."""
-    structure = static.structure
-    roles = {}
-    for v in range(structure.n_views):
-        for name in factors:
-            base = name.removesuffix("_perm")
-            if structure.observes(v, base):
-                role = structure.factor(base).role
-                roles[v, name] = role + ("_perm" if name != base else "")
-    return roles
-
-
 def run_params(sweep: Sweep, run: Run) -> dict[str, Any]:
     """A run's ``seed`` and grid parameters, by ``results.csv`` column."""
     flat = run.config.flat()
     params = {col: run.params.get(col, flat.get(col)) for col in sweep.param_columns}
     return {"seed": run.config.seed, **params}
-
-
-def group_rows(
-    sweep: Sweep,
-    group: int,
-    static: StaticConfig,
-    runs: list[Run] | tuple[Run, ...],
-    trained: GridResult,
-    scores: EvalResult,
-) -> list[dict[str, Any]]:
-    """Result rows of one program: one per run x readout x factor, then (with
-    ``eval.per_latent``) one per run x readout x factor component."""
-    rows = []
-    status = trained.status
-    roles = factor_roles(static, scores.factors)
-    sizes = [static.structure.factor(f.removesuffix("_perm")).size for f in scores.factors]
-    block = {c: v for c, v in scores.scores.items() if "@" not in c}
-    latent = {c.split("@")[0]: v for c, v in scores.scores.items() if c.endswith("@latent")}
-    for i, run in enumerate(runs):
-        params = run_params(sweep, run)
-        diverged = bool(trained.diverged[i])
-        shared = {
-            "val_loss": math.nan if diverged else float(scores.val_loss[i]),
-            "loss": float(trained.final_loss[i]),
-            "status": str(status[i]),
-        }
-
-        def value(array, *index, i=i, diverged=diverged):
-            return math.nan if diverged else float(array[(i, *index)])
-
-        for r, readout in enumerate(scores.readouts):
-            head = {"run": run.index, "group": group, **params}
-            head |= {"encoder": readout.encoder, "subset": readout.subset or ""}
-            column = 0
-            for f, factor in enumerate(scores.factors):
-                key = head | {"factor": factor, "role": roles.get((readout.view, factor), "")}
-                rows.append(key | {c: value(v, r, f) for c, v in block.items()} | shared)
-                for component in range(sizes[f]):
-                    if latent:
-                        scored = {c: value(v, r, column + component) for c, v in latent.items()}
-                        rows.append(key | {"latent": component} | scored | shared)
-                column += sizes[f]
-    return rows
-
-
-def evaluate_program(
-    static: StaticConfig, seeds: np.ndarray, hypers: HyperArrays, trained: GridResult
-) -> EvalResult:
-    """Scores a trained program of R runs (``seeds`` and stacked ``hypers``, leading axis R).
-
-    With several processes each scores a slice of the runs; inside a process the runs are
-    sharded over its local devices. The scores are gathered onto every process.
-    """
-    inputs = (seeds, trained.simulation, trained.params, jax.device_get(hypers))
-    count, index = jax.process_count(), jax.process_index()
-    runs = len(seeds)
-    per_process = math.ceil(runs / count)
-    mine = jax.tree.map(lambda x: x[index * per_process : (index + 1) * per_process], inputs)
-    if len(mine[0]) == 0:  # more processes than runs: score a copy of the first
-        mine = jax.tree.map(lambda x: x[:1], inputs)
-    # Every process scores per_process runs (padded), so the gather is rectangular.
-    mine = pad_runs(mine, per_process)
-    scores = evaluate_grid(static, *mine)
-    arrays = {name: value[:per_process] for name, value in scores.scores.items()}
-    arrays["val_loss"] = scores.val_loss[:per_process]
-    arrays = {name: np.asarray(value)[:runs] for name, value in to_host(arrays).items()}
-    val_loss = arrays.pop("val_loss")
-    return dataclasses.replace(scores, scores=arrays, val_loss=val_loss)
-
-
-def release_programs() -> None:
-    """Frees the compiled programs of the finished training program.
-
-    A compiled XLA:CPU executable holds its machine code in memory mappings until it is freed,
-    and the process may hold only ``vm.max_map_count`` mappings (65,530 by default): a sweep
-    kept every group's programs (about 1,600 mappings a group of the discrete sweep), and after
-    19 groups LLVM could map no more ("Cannot allocate memory") and the process crashed. The
-    next program compiles its own (from XLA's persistent cache where it can).
-    """
-    grid.grid_programs.cache_clear()
-    grid.simulation_program.cache_clear()
-    protocol.programs.cache_clear()
-    jax.clear_caches()
-    gc.collect()
 
 
 class SweepProgress:
@@ -427,6 +280,33 @@ def _check_folder(out: Path, sweep: Sweep, resume: bool, force: bool) -> None:
         )
 
 
+PLAN_FILE = "plan.json"
+
+
+def _plan(programs: list[Program]) -> dict[str, list[int]]:
+    """Program name -> the indices of its runs."""
+    return {p.name: [run.index for run in p.runs] for p in programs}
+
+
+def _check_plan(out: Path, programs: list[Program], resume: bool) -> None:
+    """Raises ConfigError when a resumed sweep's programs are not the ones it started with
+    (their checkpoints would not fit): another device count or ``--max-runs``. Reads only."""
+    saved = out / "state" / PLAN_FILE
+    if not resume or not saved.is_file():
+        return
+    try:
+        planned = json.loads(saved.read_text())
+    except ValueError:  # a damaged record: the programs' own records still guard each result
+        return
+    if planned != _plan(programs):
+        raise ConfigError(
+            f"--resume: {str(out)!r} was planned as {len(planned)} program(s) "
+            f"({', '.join(f'{n}: {len(r)} runs' for n, r in list(planned.items())[:3])}...), "
+            f"this process plans {len(programs)}; resume it with the device count "
+            "(JAX_NUM_CPU_DEVICES) and --max-runs it started with"
+        )
+
+
 def _roundtrip(tree: dict) -> dict:
     return yaml.safe_load(yaml.safe_dump(tree, sort_keys=False))
 
@@ -472,14 +352,20 @@ def run_sweep(
     programs = plan_sweep(sweep, mesh, max_runs)
     _check_out(out)
     tracking.require(log)
+    if not (resume and is_finished(out)):
+        for static, _ in sweep.groups():
+            sweep.kind.prepare(static)
     with folder_lock(out) if is_writer() else contextlib.nullcontext():
-        return _run_sweep(sweep, out, programs, show_progress, resume, force, checkpoint_every, log)
+        return _run_sweep(
+            sweep, out, programs, mesh, show_progress, resume, force, checkpoint_every, log
+        )
 
 
 def _run_sweep(
     sweep: Sweep,
     out: Path,
     programs: list[Program],
+    mesh: Mesh,
     show_progress: bool,
     resume: bool,
     force: bool,
@@ -487,6 +373,7 @@ def _run_sweep(
     log: Sequence[str],
 ) -> list[dict]:
     _check_folder(out, sweep, resume, force)
+    _check_plan(out, programs, resume and not force)
     if resume and not force and is_finished(out):
         if is_writer():
             print(
@@ -513,7 +400,7 @@ def _run_sweep(
     start = time.perf_counter()
     try:
         rows, loss_rows, timings = _run_programs(
-            sweep, state_dir, programs, show_progress and writer, checkpoint_every, trackers
+            sweep, state_dir, programs, mesh, show_progress and writer, checkpoint_every, trackers
         )
     finally:
         trackers.close()
@@ -536,12 +423,15 @@ def _run_programs(
     sweep: Sweep,
     state_dir: Path,
     programs: list[Program],
+    mesh: Mesh,
     show_progress: bool,
     checkpoint_every: float,
     trackers: tracking.Trackers,
 ) -> tuple[list[dict], list[dict], dict[str, dict]]:
     """Runs the programs not finished in ``state_dir`` (reading back those that are), storing
     each one's record there; returns the result rows, loss rows and timings of all."""
+    if is_writer():
+        write_atomic(state_dir / PLAN_FILE, json.dumps(_plan(programs)))
     finished = {p.name for p in programs if (state_dir / f"{p.name}.json").is_file()}
     progress = SweepProgress(programs, show_progress)
     rows: list[dict[str, Any]] = []
@@ -561,7 +451,7 @@ def _run_programs(
         progress.start(k, program)
         t0 = time.perf_counter()
         rows_k, losses_k, compile_s = _run_program(
-            sweep, program, state_dir, checkpoint_every, progress, trackers
+            sweep, program, state_dir, mesh, checkpoint_every, progress, trackers
         )
         timing = {
             "runs": len(program.runs),
@@ -574,7 +464,7 @@ def _run_programs(
             shutil.rmtree(state_dir / "checkpoints" / program.name, ignore_errors=True)
         rows += rows_k
         loss_rows += losses_k
-        release_programs()
+        sweep.kind.release()
     progress.close()
     return rows, loss_rows, timings
 
@@ -597,15 +487,17 @@ def _run_program(
     sweep: Sweep,
     program: Program,
     state_dir: Path,
+    mesh: Mesh,
     checkpoint_every: float,
     progress: SweepProgress,
     trackers: tracking.Trackers,
 ) -> tuple[list[dict], list[dict], float]:
     """Trains and evaluates one program; returns its result rows, its loss rows and the
     seconds spent compiling its training programs."""
+    experiment = sweep.kind
     static, runs = program.static, list(program.runs)
     seeds = np.asarray([run.config.seed for run in runs])
-    hypers = stack_hyperparams([run.config.hyper for run in runs])
+    hypers = experiment.stack([run.config.hyper for run in runs])
     checkpoint = GroupCheckpoint(state_dir / "checkpoints" / program.name, checkpoint_every)
     on_chunk = None
     if trackers:
@@ -617,19 +509,24 @@ def _run_program(
             )
 
     try:
-        trained = train_grid(
+        trained = experiment.train(
             static,
             seeds,
             hypers,
             progress=progress.steps,
             on_chunk=on_chunk,
             checkpoint=checkpoint,
+            mesh=mesh,
         )
     finally:
         checkpoint.close()
     progress.note("evaluating")
-    scores = evaluate_program(static, seeds, hypers, trained)
-    rows = group_rows(sweep, program.group, static, runs, trained, scores)
+    scored = experiment.evaluate(static, seeds, hypers, trained)
+    rows = [
+        {"run": run.index, "group": program.group, **run_params(sweep, run)} | row
+        for run, run_rows in zip(runs, scored, strict=True)
+        for row in run_rows
+    ]
     if trackers:
         trackers.finish({run.index: [r for r in rows if r["run"] == run.index] for run in runs})
     losses = [
@@ -641,6 +538,9 @@ def _run_program(
         for i, run in enumerate(runs)
         for c, loss in enumerate(trained.loss_history[i])
     ]
+    if is_writer():
+        for name, text in experiment.files(static).items():
+            write_atomic(state_dir.parent / name, text)
     return rows, losses, trained.compile_seconds
 
 

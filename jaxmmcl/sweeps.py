@@ -3,6 +3,7 @@
 A sweep file is YAML::
 
     name: table1
+    experiment: simulation        # optional: which experiment (jaxmmcl.experiment.EXPERIMENTS)
     default_scale: cpu            # optional: the scale used when none is given
     base:                         # nested or dotted keys; omitted keys take the paper's values
       simulation: {n_c: 5, n_s: 5}
@@ -20,8 +21,9 @@ A sweep file is YAML::
       - lines: {x: train.learning_rate}
 
 Runs whose static configs are equal form one group, trained as one compiled program; the traced
-keys (:data:`jaxmmcl.config.TRACED_KEYS`) and the seed vary freely inside a group. Every run is
-validated when the sweep is loaded, before anything runs.
+keys (the experiment's ``traced_keys``: :data:`jaxmmcl.config.TRACED_KEYS` for the simulation)
+and the seed vary freely inside a group. Every run is validated when the sweep is loaded, before
+anything runs.
 """
 
 from __future__ import annotations
@@ -36,14 +38,8 @@ from typing import Any
 
 import yaml
 
-from jaxmmcl.config import (
-    ConfigError,
-    RunConfig,
-    StaticConfig,
-    all_keys,
-    flatten,
-    run_config_from_dict,
-)
+from jaxmmcl.config import ConfigError, flatten
+from jaxmmcl.experiment import EXPERIMENTS, Experiment
 from jaxmmcl.reports import validate_report
 from jaxmmcl.results import (
     FIXED_COLUMNS,
@@ -54,7 +50,17 @@ from jaxmmcl.results import (
     yaml_error_line,
 )
 
-SWEEP_KEYS = ("name", "summary", "description", "default_scale", "base", "scales", "axes", "report")
+SWEEP_KEYS = (
+    "name",
+    "experiment",
+    "summary",
+    "description",
+    "default_scale",
+    "base",
+    "scales",
+    "axes",
+    "report",
+)
 
 # The experiments' sweep files are package data (the repository's top-level sweeps/ links
 # here), so that an installed jaxmmcl finds them wherever it runs.
@@ -72,12 +78,12 @@ class Run:
 
     Attributes:
       index: position in the sweep's product order.
-      config: the validated run config.
+      config: the validated run config (the experiment's: ``static``, ``hyper``, ``seed``).
       params: the grid values of this run: dotted key -> value, and axis name -> case label.
     """
 
     index: int
-    config: RunConfig
+    config: Any
     params: dict[str, Any]
 
 
@@ -94,6 +100,7 @@ class Sweep:
       description: free text.
       report: the report section, validated (see :func:`jaxmmcl.reports.validate_report`);
         None draws the default report.
+      experiment: the experiment's name in :data:`jaxmmcl.experiment.EXPERIMENTS`.
     """
 
     name: str
@@ -102,10 +109,11 @@ class Sweep:
     summary: str = ""
     description: str = ""
     report: list[dict[str, Any]] | None = None
+    experiment: str = "simulation"
     runs: list[Run] = field(init=False)
 
     def __post_init__(self):
-        self.runs = _expand(self.base, self.axes)
+        self.runs = _expand(self.base, self.axes, self.kind)
         if self.report is not None:
             self.report = validate_report(self.report, self.param_columns)
 
@@ -128,9 +136,14 @@ class Sweep:
                 keys.append(name)
         return named + [k for k in keys if k != "seed"]
 
-    def groups(self) -> list[tuple[StaticConfig, list[Run]]]:
+    @property
+    def kind(self) -> Experiment:
+        """The experiment (:data:`jaxmmcl.experiment.EXPERIMENTS`)."""
+        return EXPERIMENTS[self.experiment]
+
+    def groups(self) -> list[tuple[Any, list[Run]]]:
         """Runs grouped by static config, in order of first appearance."""
-        groups: dict[StaticConfig, list[Run]] = {}
+        groups: dict[Any, list[Run]] = {}
         for run in self.runs:
             groups.setdefault(run.config.static, []).append(run)
         return list(groups.items())
@@ -141,9 +154,11 @@ class Sweep:
         ``base`` holds every key (defaults filled in), so later changes of the defaults do not
         change what the saved sweep means.
         """
-        base = flatten(RunConfig().to_dict()) | self.base
-        spec = {
-            "name": self.name,
+        base = flatten(self.kind.defaults()) | self.base
+        spec: dict[str, Any] = {"name": self.name}
+        if self.experiment != "simulation":
+            spec["experiment"] = self.experiment
+        spec |= {
             "summary": self.summary,
             "description": self.description,
             "base": unflatten(base),
@@ -188,8 +203,8 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def _check_keys(keys: Sequence[str], where: str) -> None:
-    valid = set(all_keys())
+def _check_keys(keys: Sequence[str], where: str, experiment: Experiment) -> None:
+    valid = set(experiment.keys())
     for key in keys:
         if key not in valid:
             raise ConfigError(f"{where}{key}: unknown key")
@@ -221,13 +236,13 @@ def _check_names(axes: dict[str, Any]) -> None:
             )
 
 
-def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
+def _expand(base: dict[str, Any], axes: dict[str, Any], experiment: Experiment) -> list[Run]:
     _check_disjoint(axes)
     _check_names(axes)
     choices = []
     for name, values in axes.items():
         if _is_zip(values):
-            choices.append(_zip_cases(name, values["zip"]))
+            choices.append(_zip_cases(name, values["zip"], experiment))
         elif isinstance(values, Mapping):
             if not values:
                 raise ConfigError(f"axes.{name}: a named axis needs at least one case")
@@ -236,11 +251,11 @@ def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
                 if not isinstance(overrides, Mapping):
                     raise ConfigError(f"axes.{name}.{label}: expected a mapping, got {overrides!r}")
                 flat = flatten(overrides)
-                _check_keys(list(flat), f"axes.{name}.{label}: ")
+                _check_keys(list(flat), f"axes.{name}.{label}: ", experiment)
                 cases.append(({name: str(label)} | flat, flat))
             choices.append(cases)
         else:
-            _check_keys([name], "axes.")
+            _check_keys([name], "axes.", experiment)
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"axes.{name}: expected a non-empty list, got {values!r}")
             choices.append([({name: v}, {name: v}) for v in values])
@@ -251,14 +266,14 @@ def _expand(base: dict[str, Any], axes: dict[str, Any]) -> list[Run]:
         for shown, values in combo:
             params |= shown
             overrides |= values
-        runs.append(Run(index, run_config_from_dict(overrides), params))
+        runs.append(Run(index, experiment.run_config(overrides), params))
     return runs
 
 
-def _zip_cases(name: str, columns: Any) -> list[tuple[dict, dict]]:
+def _zip_cases(name: str, columns: Any, experiment: Experiment) -> list[tuple[dict, dict]]:
     if not isinstance(columns, Mapping) or not columns:
         raise ConfigError(f"axes.{name}.zip: expected a mapping of keys to lists, got {columns!r}")
-    _check_keys(list(columns), f"axes.{name}.zip.")
+    _check_keys(list(columns), f"axes.{name}.zip.", experiment)
     lengths = set()
     for key, values in columns.items():
         if not isinstance(values, list) or not values:
@@ -293,7 +308,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _apply(base: dict, axes: dict, overrides: Mapping[str, Any], where: str) -> None:
+def _apply(
+    base: dict, axes: dict, overrides: Mapping[str, Any], where: str, experiment: Experiment
+) -> None:
     """Applies overrides in place: a plain axis's key replaces that axis's values (a scalar
     becomes a one-value axis), any other key sets the base config. A ``--set`` of a key that a
     named axis sets is refused (the axis would silently win); a scale may set such a key as
@@ -307,7 +324,7 @@ def _apply(base: dict, axes: dict, overrides: Mapping[str, Any], where: str) -> 
         elif key in fixed_by_axes and where == "--set ":
             raise ConfigError(f"{where}{key}={value!r}: this key is set by a named axis")
         else:
-            _check_keys([key], where)
+            _check_keys([key], where, experiment)
             base[key] = value
 
 
@@ -353,6 +370,12 @@ def load_sweep(
     for section in ("base", "scales", "axes"):
         if not isinstance(spec.get(section) or {}, Mapping):
             raise ConfigError(f"{section}: expected a mapping, got {spec[section]!r}")
+    experiment = spec.get("experiment", "simulation")
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(
+            f"experiment: expected one of {', '.join(EXPERIMENTS)}, got {experiment!r}"
+        )
+    kind = EXPERIMENTS[experiment]
     base = flatten(spec.get("base") or {})
     scales = spec.get("scales") or {}
     scale = scale if scale is not None else spec.get("default_scale")
@@ -363,9 +386,9 @@ def load_sweep(
             raise ConfigError(f"--scale: unknown scale {scale!r} (this sweep has: {have})")
         if not isinstance(scales[scale] or {}, Mapping):
             raise ConfigError(f"scales.{scale}: expected a mapping, got {scales[scale]!r}")
-        _apply(base, axes, flatten(scales[scale] or {}), f"scales.{scale}.")
-    _apply(base, axes, overrides or {}, "--set ")
-    _check_keys(list(base), "base.")
+        _apply(base, axes, flatten(scales[scale] or {}), f"scales.{scale}.", kind)
+    _apply(base, axes, overrides or {}, "--set ", kind)
+    _check_keys(list(base), "base.", kind)
     name = str(spec.get("name") or (Path(source).stem if not isinstance(source, Mapping) else ""))
     # The report is written as <out>/<name>.md: a name must be a plain file name.
     if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
@@ -379,4 +402,5 @@ def load_sweep(
         summary=str(spec.get("summary") or ""),
         description=str(spec.get("description") or ""),
         report=spec.get("report"),
+        experiment=experiment,
     )

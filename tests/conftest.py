@@ -64,7 +64,7 @@ def _fresh_jax_caches():
     process had aborted twice inside XLA's compiler or cache writer after some 200 tests, never
     in a module run alone. The cause, found later: every compiled XLA:CPU executable holds
     memory mappings until it is freed, and a process may hold only vm.max_map_count of them
-    (see :func:`jaxmmcl.runner.release_programs`)."""
+    (see :meth:`jaxmmcl.experiment.Simulation.release`)."""
     import jax
 
     jax.clear_caches()

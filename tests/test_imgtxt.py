@@ -4,11 +4,11 @@ training run end to end, and the CLI's handling of bad input."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -16,8 +16,13 @@ import pytest
 
 from jaxmmcl.cli import main
 from jaxmmcl.config import ConfigError
-from jaxmmcl.imgtxt import dataset, experiment, factors, render, text, train
+from jaxmmcl.distributed import runs_mesh
+from jaxmmcl.imgtxt import dataset, factors, render, text, train
+from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, TEXT_FACTORS
 from jaxmmcl.losses import nt_xent
+from jaxmmcl.results import read_results
+from jaxmmcl.runner import run_sweep
+from jaxmmcl.sweeps import load_sweep, parse_overrides
 
 SIZE = 24
 
@@ -326,23 +331,14 @@ def test_fresh_batches_of_three_views_render_the_second_image_with_its_changes()
 def test_tiny_three_view_run_end_to_end(tmp_path):
     from jaxmmcl.imgtxt import threeview
 
-    scale = threeview.ThreeViewScale(
-        dataclasses.replace(
-            experiment.SCALES["cpu"],
-            image_size=16,
-            stage_sizes=(1,),
-            widths=(4,),
-            embedding_size=8,
-            text_channels=(4, 4, 4),
-            train=train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2),
-            seeds=(0,),
-            n_train=32,
-            n_val=24,
-            n_test=24,
-            mlp_epochs=5,
-        ),
-        encoding_size=8,
-    )
+    tiny = {
+        "data.image_size": 16, "data.n_train": 32, "data.n_val": 24, "data.n_test": 24,
+        "model.stage_sizes": [1], "model.widths": [4], "model.embedding_size": 8,
+        "model.text_channels": [4, 4, 4], "train.batch_size": 8, "train.steps": 3,
+        "train.warmup_steps": 0, "train.log_every": 2, "eval.mlp_epochs": 5,
+    }  # fmt: skip
+    static = load_sweep("imgtxt", overrides=tiny).runs[0].config.static
+    scale = threeview.ThreeViewScale(static, seeds=(0,), encoding_size=8)
     rows = threeview.reproduce_three_views(tmp_path, scale, show_progress=False)
     # 4 subsets x (10 image factors x 2 metrics + 5 text factors x 2 metrics).
     assert len(rows) == 4 * 30 and all(np.isfinite(r["value"]) for r in rows)
@@ -394,28 +390,70 @@ def test_nt_xent_is_symmetric_and_uses_both_modalities_as_negatives():
     assert loss == pytest.approx(np.mean(expected), rel=1e-5)
 
 
-def test_tiny_training_run_end_to_end(tiny_dataset, tmp_path):
+TINY_IMGTXT = [
+    "--set", "data.image_size=16", "--set", "model.stage_sizes=[1]", "--set", "model.widths=[4]",
+    "--set", "model.embedding_size=8", "--set", "model.text_channels=[4, 4, 4]",
+    "--set", "train.batch_size=8", "--set", "train.warmup_steps=0", "--set", "train.log_every=2",
+    "--set", "eval.mlp_epochs=5", "--set", "seed=[0]", "--set", "model.encoding_size=[1, 3]",
+]  # fmt: skip
+
+
+def test_tiny_image_text_sweep_on_a_dataset_folder(tiny_dataset, tmp_path, capsys):
+    """``reproduce imgtxt --data`` runs through the shared runner: results.csv's schema (every
+    factor of both modalities, the score columns of its kind), the report and vocab.json."""
     root, _ = tiny_dataset
-    scale = dataclasses.replace(
-        experiment.SCALES["cpu"],
-        image_size=16,
-        stage_sizes=(1,),
-        widths=(4,),
-        train=train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2),
-        seeds=(0,),
-        runs_per_program=1,
-        mlp_epochs=5,
+    out = tmp_path / "out"
+    args = ["reproduce", "imgtxt", "--data", str(root), "--out", str(out), "--quiet"]
+    assert main([*args, *TINY_IMGTXT, "--set", "train.steps=3"]) == 0
+    rows = read_results(out)
+    factors_of = {"image": IMAGE_FACTORS, "text": TEXT_FACTORS}
+    assert len(rows) == 2 * sum(map(len, factors_of.values()))
+    for row in rows:
+        kind = dict(factors_of[row["encoder"]])[row["factor"]]
+        scores = ("acc_linear", "acc_nonlinear") if kind == "discrete" else ("r2_linear",)
+        assert row["role"] == "" and all(np.isfinite(row[c]) for c in scores), row
+    assert {r["model.encoding_size"] for r in rows} == {1, 3}
+    report = (out / "imgtxt.md").read_text()
+    assert "| model.encoding_size | image: object_shape |" in report
+    assert (out / "vocab.json").read_text() == dataset.load_vocabulary(root).to_json()
+    assert sorted(p.name for p in out.glob("imgtxt-lines-*.png")) == [
+        "imgtxt-lines-continuous.png", "imgtxt-lines-discrete.png",
+        "imgtxt-lines-encoding_size-val_loss.png",
+    ]  # fmt: skip
+
+
+def test_image_text_sweep_resumed_after_sigkill_equals_the_uninterrupted_one(tmp_path):
+    """Killed with SIGKILL once its first program has checkpointed, the sweep resumes from the
+    checkpoint (on as many devices: one) and writes results and losses equal to an
+    uninterrupted sweep's; resuming on another device count is refused."""
+    sets = [*TINY_IMGTXT, "--set", "train.steps=8", "--set", "data.n_train=32"]
+    sets += ["--set", "data.n_val=16", "--set", "data.n_test=16"]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    command = [sys.executable, "-m", "jaxmmcl.cli", "reproduce", "imgtxt", "--out", str(killed)]
+    process = subprocess.Popen(
+        [*command, "--quiet", "--checkpoint-every", "0", *sets],
+        env=os.environ | {"JAX_NUM_CPU_DEVICES": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    rows = experiment.reproduce(
-        tmp_path, scale, data=root, encoding_sizes=(1, 3), show_progress=False
-    )
-    n_metrics = 2 * (len(experiment.IMAGE_FACTORS) + len(experiment.TEXT_FACTORS))
-    assert len(rows) == 2 * n_metrics
-    assert all(np.isfinite(r["value"]) for r in rows)
-    for name in ("results.csv", "losses.csv", "imgtxt.md", "figure3_image.png",
-                 "figure3_text.png", "val_loss.png"):  # fmt: skip
-        assert (tmp_path / name).is_file(), name
-    assert "| object_shape (acc_mlp) |" in (tmp_path / "imgtxt.md").read_text()
+    checkpoints = killed / "state" / "checkpoints" / "group000-part000"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("[0-9]*")):
+        assert process.poll() is None, "the sweep ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert not (killed / "results.csv").exists()
+    sweep = load_sweep("imgtxt", overrides=parse_overrides(sets[1::2]))
+    two = runs_mesh(jax.devices()[:1] * 2)
+    with pytest.raises(ConfigError, match="was planned as 2 program"):
+        run_sweep(sweep, killed, show_progress=False, resume=True, mesh=two)
+    one = runs_mesh(jax.devices()[:1])
+    run_sweep(sweep, killed, show_progress=False, resume=True, mesh=one)
+    run_sweep(sweep, whole, show_progress=False, mesh=one)
+    for name in ("results.csv", "losses.csv"):
+        assert (killed / name).read_text() == (whole / name).read_text(), name
 
 
 # Trains groups (seed 0, size 2) and (seeds 1 and 2, sizes 3 and 1) at once on two devices, then
@@ -428,8 +466,9 @@ source = train.rendered_source(16, vocab, [0.5] * 3, [0.25] * 3)
 model = train.ModelConfig(3, vocab.size, (1,), (4,), 8, (4, 4, 4), True)
 cfg = train.TrainConfig(batch_size=8, steps=3, learning_rate=1e-3, log_every=2)
 groups = [(np.array([0]), np.array([2])), (np.array([1, 2]), np.array([3, 1]))]
-together = train.train_groups(groups, model, cfg, source)
-devices = [{d.id for d in s.size.devices()} for s, _ in together]
+states, history = train.train_groups(groups, model, cfg, source)
+devices = [{d.id for d in s.size.devices()} for s in states]
+together = zip(states, np.split(history, [1]))
 alone = [train.train_runs(*g, model, cfg, source) for g in groups]
 diff = max(
     float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
@@ -496,26 +535,6 @@ def test_data_generate_cli_writes_a_dataset(tmp_path):
     args = ["data", "generate", str(tmp_path / "d"), "--n-train", "3", "--n-val", "2"]
     assert main([*args, "--n-test", "2", "--size", "16", "--quiet"]) == 0
     assert (tmp_path / "d" / "train" / "images" / "0.png").is_file()
-
-
-def test_diverged_and_failed_runs_are_named_and_left_out_of_the_table():
-    runs = ((0, 0.9, 1.0, "ok"), (1, float("nan"), float("nan"), "diverged"),
-            (2, 0.7, 2.0, "ok"), (3, 0.1, 9.0, "failed"))  # fmt: skip
-    rows = [
-        {"encoding_size": 4, "seed": seed, "modality": "image", "factor": "object_shape",
-         "metric": "acc_mlp", "value": value}
-        for seed, value, _, _ in runs
-    ]  # fmt: skip
-    losses = [
-        {"encoding_size": 4, "seed": seed, "val_loss": loss, "train_loss": loss, "status": status}
-        for seed, _, loss, status in runs
-    ]
-    table = experiment.markdown_table(rows, losses, 1.0)
-    assert "| object_shape (acc_mlp) | 0.80 ± 0.10 |" in table
-    assert "| NT-Xent (val) | 1.50 ± 0.50 |" in table
-    assert "**Diverged** (non-finite training loss; left out above): k=4 seed 1." in table
-    assert "**Failed** (last logged training loss above the first" in table
-    assert table.rstrip().endswith("k=4 seed 3.")
 
 
 def test_a_constant_encoder_scores_the_failure_threshold():

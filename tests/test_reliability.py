@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import TINY
 
-from jaxmmcl import runner
 from jaxmmcl.cli import main
+from jaxmmcl.experiment import EXPERIMENTS
 from jaxmmcl.runner import run_sweep
 from jaxmmcl.sweeps import load_sweep
 
@@ -348,14 +348,15 @@ def test_a_long_sweep_does_not_accumulate_compiled_programs(tmp_path, monkeypatc
     group), so a sweep of some 30 groups ran out of vm.max_map_count and crashed in LLVM. The
     runner frees them after each program: the count stays flat."""
     counts = []
-    release = runner.release_programs
+    simulation = EXPERIMENTS["simulation"]
+    release = simulation.release
 
     def counting():
         release()
         with open("/proc/self/maps") as f:
             counts.append(sum(1 for _ in f))
 
-    monkeypatch.setattr(runner, "release_programs", counting)
+    monkeypatch.setattr(simulation, "release", counting)
     base = TINY | {
         "train": TINY["train"] | {"steps": 10},
         "eval": TINY["eval"] | {"metrics": ["r2_linear"]},

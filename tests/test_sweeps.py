@@ -20,6 +20,7 @@ import yaml
 from jaxmmcl import runner
 from jaxmmcl.cli import main
 from jaxmmcl.config import TRACED_KEYS, ConfigError, flatten
+from jaxmmcl.experiment import EXPERIMENTS
 from jaxmmcl.results import read_results
 from jaxmmcl.runner import run_sweep
 from jaxmmcl.sweeps import SWEEPS_DIR, load_sweep, read_yaml
@@ -38,6 +39,23 @@ TINY_SCALE = {
     "eval.val_batches": 2,
     "eval.val_batch_size": 32,
 }
+# The image/text experiment's (sweeps/imgtxt.yaml) at the same purpose.
+TINY_IMGTXT_SCALE = {
+    "data.image_size": 16,
+    "data.n_train": 32,
+    "data.n_val": 16,
+    "data.n_test": 16,
+    "model.stage_sizes": [1],
+    "model.widths": [4],
+    "model.embedding_size": 8,
+    "model.text_channels": [4, 4, 4],
+    "train.batch_size": 8,
+    "train.steps": 4,
+    "train.warmup_steps": 0,
+    "train.log_every": 2,
+    "eval.mlp_epochs": 5,
+}
+TINY_SCALES = {"simulation": TINY_SCALE, "imgtxt": TINY_IMGTXT_SCALE}
 # Six runs in one group: with 4 devices the program pads them to 8.
 SMALL = {
     "name": "small",
@@ -58,7 +76,7 @@ SMALL = {
 SCORES = ("r2_linear", "r2_nonlinear", "val_loss", "loss")
 
 
-def _regression_axes(axes: dict) -> dict:
+def _regression_axes(axes: dict, traced_keys=TRACED_KEYS) -> dict:
     """A sweep's axes cut down to one compiled group per shape-changing case kept: every named
     case and the first two values of every plain axis that only set traced keys (they share
     the group), the first case or value of every other axis, seed 0."""
@@ -67,9 +85,9 @@ def _regression_axes(axes: dict) -> dict:
         if isinstance(values, dict) and set(values) == {"zip"}:
             cut[name] = {"zip": {k: v[:1] for k, v in values["zip"].items()}}
         elif isinstance(values, dict):
-            traced = {k: c for k, c in values.items() if set(flatten(c)) <= set(TRACED_KEYS)}
+            traced = {k: c for k, c in values.items() if set(flatten(c)) <= set(traced_keys)}
             cut[name] = traced or dict([next(iter(values.items()))])
-        elif name in TRACED_KEYS:
+        elif name in traced_keys:
             cut[name] = values[:2]
         else:
             cut[name] = values[:1]
@@ -124,12 +142,15 @@ def test_sweep_file_validates_at_both_scales_and_runs_tiny(path, tmp_path):
     spec = read_yaml(path.read_text())
     # A scale's values for a plain axis would replace the cut axis: the cut wins.
     cpu = {k: v for k, v in (spec["scales"]["cpu"] or {}).items() if k not in spec["axes"]}
-    spec["scales"]["cpu"] = cpu | TINY_SCALE
-    spec["axes"] = _regression_axes(spec["axes"])
+    experiment = spec.get("experiment", "simulation")
+    spec["scales"]["cpu"] = cpu | TINY_SCALES[experiment]
+    spec["axes"] = _regression_axes(spec["axes"], EXPERIMENTS[experiment].traced_keys)
     sweep = load_sweep(spec, scale="cpu")
     rows = run_sweep(sweep, tmp_path, show_progress=False)
-    assert rows and {r["status"] for r in rows} == {"ok"}
-    assert np.isfinite([r["r2_linear"] for r in rows]).all()
+    # Four steps of an image/text run may end above its first chunk's loss ("failed").
+    allowed = {"ok"} if experiment == "simulation" else {"ok", "failed"}
+    assert rows and {r["status"] for r in rows} <= allowed
+    assert np.isfinite([r["r2_linear"] for r in rows if "r2_linear" in r]).all()
     assert (tmp_path / f"{sweep.name}.md").is_file()
     assert list(tmp_path.glob(f"{sweep.name}-*.png"))
     _assert_equal_to_fixture(tmp_path, path.stem)

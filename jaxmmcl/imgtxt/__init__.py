@@ -10,6 +10,8 @@ Modules, in data-flow order:
 * :mod:`~jaxmmcl.imgtxt.models` -- ResNet image encoder, convolutional text encoder.
 * :mod:`~jaxmmcl.imgtxt.train` -- NT-Xent loss, training vmapped over runs.
 * :mod:`~jaxmmcl.imgtxt.evaluate` -- per-factor scores of trained encoders.
-* :mod:`~jaxmmcl.imgtxt.experiment` -- the encoding-size sweep and its reports.
-* :mod:`~jaxmmcl.imgtxt.cli` -- ``jaxmmcl data generate`` and ``jaxmmcl reproduce imgtxt``.
+* :mod:`~jaxmmcl.imgtxt.sweep` -- the experiment of the shared runner (``sweeps/imgtxt.yaml``,
+  ``jaxmmcl reproduce imgtxt``).
+* :mod:`~jaxmmcl.imgtxt.threeview` -- multiview-crl's three views (``reproduce imgtxt3``).
+* :mod:`~jaxmmcl.imgtxt.cli` -- ``jaxmmcl data generate`` and ``jaxmmcl reproduce imgtxt3``.
 """

@@ -2,8 +2,6 @@
 
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
         [--independent-hue] [--quiet]
-    jaxmmcl reproduce imgtxt [--scale cpu|paper] [--out DIR] [--data DIR] [--fresh-batches]
-        [--quiet]
     jaxmmcl reproduce imgtxt3 [--scale cpu|paper] [--out DIR] [--fresh-batches] [--quiet]
 
 :func:`add_data_parser` registers ``data``; :func:`run_data` and :func:`run_reproduce` carry
@@ -61,46 +59,19 @@ def run_data(args: argparse.Namespace) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
-    """Carries out ``jaxmmcl reproduce imgtxt`` or ``imgtxt3`` (``args``: ``name``, ``scale``,
-    ``out``, ``data``, ``fresh_batches``, ``quiet``)."""
+    """Carries out ``jaxmmcl reproduce imgtxt3`` (``args``: ``scale``, ``out``, ``data``,
+    ``fresh_batches``, ``quiet``)."""
     import dataclasses
 
-    from jaxmmcl.imgtxt.experiment import SCALES, reproduce
-
-    if args.name == "imgtxt3":
-        _reproduce_three_views(args)
-        return
+    from jaxmmcl.imgtxt.threeview import reproduce_three_views, three_view_scale
 
     name = args.scale or "cpu"
-    if name not in SCALES:
-        raise ConfigError(f"--scale: expected one of {', '.join(SCALES)}, got {name!r}")
-    scale = SCALES[name]
-    if getattr(args, "fresh_batches", False):
-        scale = dataclasses.replace(scale, fresh_batches=True)
-    data = getattr(args, "data", None)
-    if data is not None and not Path(data).is_dir():
-        raise ConfigError(f"--data: no such folder {data!r}")
-    out = Path(args.out or f"runs/imgtxt-{name}")
-    reproduce(out, scale, data=data, show_progress=not args.quiet)
-    print((out / "imgtxt.md").read_text())
-    print(f"results: {out / 'results.csv'}")
-
-
-def _reproduce_three_views(args: argparse.Namespace) -> None:
-    import dataclasses
-
-    from jaxmmcl.imgtxt.threeview import THREE_VIEW_SCALES, reproduce_three_views
-
-    name = args.scale or "cpu"
-    if name not in THREE_VIEW_SCALES:
-        raise ConfigError(f"--scale: expected one of {', '.join(THREE_VIEW_SCALES)}, got {name!r}")
+    scale = three_view_scale(name)
     if getattr(args, "data", None) is not None:
         raise ConfigError("--data: only for reproduce imgtxt (imgtxt3 renders its image pairs)")
-    scale = THREE_VIEW_SCALES[name]
     if getattr(args, "fresh_batches", False):
-        scale = dataclasses.replace(
-            scale, scale=dataclasses.replace(scale.scale, fresh_batches=True)
-        )
+        data = dataclasses.replace(scale.static.data, fresh_batches=True)
+        scale = dataclasses.replace(scale, static=dataclasses.replace(scale.static, data=data))
     out = Path(args.out or f"runs/imgtxt3-{name}")
     reproduce_three_views(out, scale, show_progress=not args.quiet)
     print((out / "imgtxt3.md").read_text())

@@ -143,11 +143,14 @@ class Vocabulary:
     def save(self, path: Path) -> None:
         """Writes ``vocab.json`` as the official loader does (``{"w2i": ..., "i2w": ...}``),
         atomically."""
-        w2i = self.ids
-        i2w = {str(i): t for i, t in enumerate(self.tokens)}
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"w2i": w2i, "i2w": i2w}, ensure_ascii=False))
+        tmp.write_text(self.to_json())
         tmp.replace(path)
+
+    def to_json(self) -> str:
+        """The official ``vocab.json``: ``{"w2i": ..., "i2w": ...}``."""
+        i2w = {str(i): t for i, t in enumerate(self.tokens)}
+        return json.dumps({"w2i": self.ids, "i2w": i2w}, ensure_ascii=False)
 
 
 @functools.cache

@@ -26,7 +26,9 @@ each subset recovers marked) and ``vocab.json``.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +40,6 @@ from jaxmmcl.config import ConfigError
 from jaxmmcl.imgtxt import train
 from jaxmmcl.imgtxt.dataset import channel_stats
 from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, TEXT_FACTORS, score_factors
-from jaxmmcl.imgtxt.experiment import (
-    NONLINEAR,
-    SCALES,
-    Scale,
-    format_cell,
-    run_statuses,
-    score_rows,
-    write_rows,
-)
 from jaxmmcl.imgtxt.factors import (
     CHANGED,
     change_factors,
@@ -56,8 +49,11 @@ from jaxmmcl.imgtxt.factors import (
     text_latents,
 )
 from jaxmmcl.imgtxt.render import render_batch, to_uint8
+from jaxmmcl.imgtxt.sweep import StaticConfig
 from jaxmmcl.imgtxt.text import VOCAB_FILE, Vocabulary, captions, full_vocabulary, tokenize
 from jaxmmcl.losses import subset_chunks, view_subsets
+from jaxmmcl.sweeps import load_sweep
+from jaxmmcl.training import run_status
 
 VIEWS = ("image1", "image2", "text")
 # Factor columns of each view that name a Factors field, for the theory's marks.
@@ -76,37 +72,47 @@ _FIELD = {
 }
 
 
+NONLINEAR = {"continuous": "r2_kernel_ridge", "discrete": "acc_mlp"}
+
+
 @dataclass(frozen=True)
 class ThreeViewScale:
     """One scale of the experiment.
 
     Attributes:
-      scale: the image/text experiment's scale (data, encoders, training, seeds).
+      static: the image/text experiment's static config (data, encoders, training,
+        evaluation); its ``model.max_encoding_size`` is replaced by ``encoding_size``.
+      seeds: the runs' seeds.
       encoding_size: units of both encoders' outputs, split into one chunk per subset of views
         (multiview-crl: 32).
       changed: the :class:`~jaxmmcl.imgtxt.factors.Factors` fields the second image redraws.
     """
 
-    scale: Scale
+    static: StaticConfig
+    seeds: tuple[int, ...]
     encoding_size: int
     changed: tuple[str, ...] = CHANGED
 
 
-THREE_VIEW_SCALES = {
-    # Two seeds side by side on the two cores; 24 units: 6 per subset, room for the 7 shapes.
-    "cpu": ThreeViewScale(dataclasses.replace(SCALES["cpu"], seeds=(0, 1)), encoding_size=24),
+SCALE_NAMES = ("cpu", "paper")
+
+
+@functools.cache
+def three_view_scale(name: str) -> ThreeViewScale:
+    """The scale ``name`` (``cpu`` or ``paper``): the image/text sweep's scale of that name
+    (``sweeps/imgtxt.yaml``) with multiview-crl's settings."""
+    if name not in SCALE_NAMES:
+        raise ConfigError(f"--scale: expected one of {', '.join(SCALE_NAMES)}, got {name!r}")
+    static = load_sweep("imgtxt", scale=name).runs[0].config.static
+    if name == "cpu":
+        # Two seeds side by side on the two cores; 24 units: 6 per subset, room for 7 shapes.
+        return ThreeViewScale(static, (0, 1), encoding_size=24)
     # Multiview-crl's main_multimodal.py: batch 128, lr 1e-4, tau 1, 300,001 steps, encoding
     # size 32, clipping to norm 2.
-    "paper": ThreeViewScale(
-        dataclasses.replace(
-            SCALES["paper"],
-            train=dataclasses.replace(
-                SCALES["paper"].train, batch_size=128, steps=300_000, learning_rate=1e-4
-            ),
-        ),
-        encoding_size=32,
-    ),
-}
+    train_config = dataclasses.replace(
+        static.train, batch_size=128, steps=300_000, learning_rate=1e-4
+    )
+    return ThreeViewScale(dataclasses.replace(static, train=train_config), (0, 1, 2), 32)
 
 
 @dataclass(frozen=True)
@@ -160,28 +166,26 @@ def reproduce_three_views(
     from tqdm import tqdm
 
     if isinstance(scale, str):
-        if scale not in THREE_VIEW_SCALES:
-            raise ConfigError(
-                f"--scale: expected one of {', '.join(THREE_VIEW_SCALES)}, got {scale!r}"
-            )
-        scale = THREE_VIEW_SCALES[scale]
-    spec = scale.scale
+        scale = three_view_scale(scale)
+    spec = scale.static
     chunks = subset_chunks(len(VIEWS), scale.encoding_size)
     out = Path(out)
     t_start = time.perf_counter()
     # Fixed keys, independent of the training seeds: every run sees the same scenes.
     key = jax.random.key(2**31 - 2)
     val, test = (
-        render_scenes(jax.random.fold_in(key, i), n, spec.image_size, scale.changed)
-        for i, n in ((1, spec.n_val), (2, spec.n_test))
+        render_scenes(jax.random.fold_in(key, i), n, spec.data.image_size, scale.changed)
+        for i, n in ((1, spec.data.n_val), (2, spec.data.n_test))
     )
-    if spec.fresh_batches:
+    if spec.data.fresh_batches:
         vocab = full_vocabulary()
         mean, std = channel_stats(val[0][0])
-        source = train.rendered_source(spec.image_size, vocab, mean, std, changed=scale.changed)
+        source = train.rendered_source(
+            spec.data.image_size, vocab, mean, std, changed=scale.changed
+        )
     else:
         images, texts, _ = render_scenes(
-            jax.random.fold_in(key, 0), spec.n_train, spec.image_size, scale.changed
+            jax.random.fold_in(key, 0), spec.data.n_train, spec.data.image_size, scale.changed
         )
         tokenized = [tokenize(t) for t in texts]
         vocab = Vocabulary.build(tokenized)
@@ -195,21 +199,24 @@ def reproduce_three_views(
         raise ConfigError(f"validation split: {len(val.tokens)} scenes, fewer than one batch")
     out.mkdir(parents=True, exist_ok=True)
     vocab.save(out / VOCAB_FILE)
-    model = spec.model(vocab.size, scale.encoding_size)
-    seeds = list(spec.seeds)
-    groups = [
-        seeds[i : i + spec.runs_per_program] for i in range(0, len(seeds), spec.runs_per_program)
-    ]
+    model = dataclasses.replace(spec.model, max_encoding_size=scale.encoding_size)
+    model = model.encoders(vocab.size)
+    seeds = list(scale.seeds)
+    # The image/text sweep's policy (ImageText.program_size): one run per CPU device.
+    per_group = 1 if jax.default_backend() == "cpu" else len(seeds)
+    groups = [seeds[i : i + per_group] for i in range(0, len(seeds), per_group)]
     devices = jax.local_devices()
     rows, losses = [], []
     with tqdm(total=len(seeds) * spec.train.steps, unit="step", disable=not show_progress) as bar:
         for start in range(0, len(groups), len(devices)):
             wave = groups[start : start + len(devices)]
             jobs = [(np.array(g), np.full(len(g), scale.encoding_size)) for g in wave]
-            trained = train.train_groups(jobs, model, spec.train, source, bar.update, devices)
-            for group, (state, history) in zip(wave, trained, strict=True):
+            step = _Steps(bar, len(wave))
+            states, history = train.train_groups(jobs, model, spec.train, source, step, devices)
+            ends = np.cumsum([len(g) for g in wave])
+            for group, state, part in zip(wave, states, np.split(history, ends[:-1]), strict=True):
                 group_rows, group_losses = _evaluate(
-                    group, state, history, model, source, val, test, spec, chunks
+                    group, state, part, model, source, val, test, spec, chunks
                 )
                 rows += group_rows
                 losses += group_losses
@@ -220,6 +227,18 @@ def reproduce_three_views(
     return rows
 
 
+class _Steps:
+    """A :func:`~jaxmmcl.imgtxt.train.train_groups` progress callback advancing a tqdm bar
+    of run-steps by the steps of ``groups`` groups."""
+
+    def __init__(self, bar, groups: int):
+        self._bar, self._groups, self._done = bar, groups, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self._bar.update(self._groups * (done - self._done))
+        self._done = done
+
+
 def _encodings(state, scenes: Scenes, model: train.ModelConfig, source) -> list[np.ndarray]:
     """Every view's ``(R, n, k)`` encodings of the scenes: image1, image2, text."""
     h1, h_text = train.encode(state, scenes.images[0], scenes.tokens, model, source)
@@ -227,7 +246,7 @@ def _encodings(state, scenes: Scenes, model: train.ModelConfig, source) -> list[
     return [h1, h2, h_text]
 
 
-def _evaluate(seeds, state, history, model, source, val, test, spec: Scale, chunks):
+def _evaluate(seeds, state, history, model, source, val, test, spec: StaticConfig, chunks):
     """Rows of ``results.csv`` and ``losses.csv`` for one trained group of runs."""
     h_val, h_test = (_encodings(state, s, model, source) for s in (val, test))
     val_loss = train.validation_loss(h_val, spec.train.batch_size, spec.train.temperature, source)
@@ -249,7 +268,7 @@ def _evaluate(seeds, state, history, model, source, val, test, spec: Scale, chun
         for modality, fit, held_out, lat_fit, lat_test, factors in readouts:
             scores = score_factors(
                 fit, held_out, lat_fit, lat_test, factors,
-                key=jax.random.key(0), mlp_epochs=spec.mlp_epochs,
+                key=jax.random.key(0), mlp_epochs=spec.eval.mlp_epochs,
             )  # fmt: skip
             subset_name = "+".join(VIEWS[v] for v in subset)
             heads = [{"seed": int(seed), "subset": subset_name} for seed in seeds]
@@ -317,3 +336,39 @@ def markdown_table(
     if bad:
         lines.append(f"Left out (diverged or failed): seeds {', '.join(map(str, sorted(bad)))}.")
     return "\n".join(lines) + "\n"
+
+
+def score_rows(heads: list[dict], modality: str, scores: dict) -> list[dict]:
+    """Rows of ``results.csv`` for R runs' scores of one readout: for every ``(factor,
+    metric)`` of ``scores`` (``(R,)`` values each, :func:`score_factors`) and run r,
+    ``heads[r]`` followed by ``modality``, ``factor``, ``metric`` and ``value``."""
+    return [
+        head | {"modality": modality, "factor": factor, "metric": metric, "value": float(v[r])}
+        for (factor, metric), v in scores.items()
+        for r, head in enumerate(heads)
+    ]
+
+
+def run_statuses(history: np.ndarray, constant_loss: float) -> np.ndarray:
+    """Every run's status from its ``(R, chunks)`` loss history
+    (:func:`jaxmmcl.training.run_status`; ``constant_loss``: a constant encoder's loss)."""
+    history = np.asarray(history)
+    diverged = ~np.isfinite(history).all(axis=1)
+    return run_status(diverged, history[:, 0], history[:, -1], constant_loss=constant_loss)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Writes ``rows`` (dicts of one set of keys) as CSV through a temporary file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def format_cell(values: np.ndarray) -> str:
+    """``mean ± std`` of a cell's values (the value alone for one)."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std():.2f}"

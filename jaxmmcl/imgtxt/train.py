@@ -28,9 +28,10 @@ vmapped function), exactly as if every run were trained alone.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ from jaxmmcl.imgtxt.render import render_batch
 from jaxmmcl.imgtxt.text import Vocabulary, caption_tokens
 from jaxmmcl.losses import LOSSES
 from jaxmmcl.precision import EVALUATION, check_supported, matmul_precision
-from jaxmmcl.training import make_optimizer
+from jaxmmcl.training import chunk_lengths, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,6 @@ def train_runs(
     model: ModelConfig,
     train: TrainConfig,
     source: BatchSource,
-    progress: Callable[[int], None] | None = None,
 ) -> tuple[RunState, np.ndarray]:
     """Trains R runs as one vmapped program (:func:`train_groups` with one group).
 
@@ -378,13 +378,21 @@ def train_runs(
       sizes: ``(R,)`` encoding sizes, each in ``[1, model.encoding_size]``.
       model, train: static configs.
       source: the batches.
-      progress: called with the number of steps done after each ``train.log_every`` steps.
 
     Returns:
       The final states (leading axis R) and the ``(R, n_chunks)`` mean loss of each
       ``log_every`` steps.
     """
-    return train_groups([(seeds, sizes)], model, train, source, progress)[0]
+    states, history = train_groups([(seeds, sizes)], model, train, source)
+    return states[0], history
+
+
+class Checkpoint(Protocol):
+    """What :func:`train_groups` needs of a checkpoint store (:mod:`jaxmmcl.checkpoints`)."""
+
+    def restore(self, like, history_like: np.ndarray) -> tuple[Any, np.ndarray] | None: ...
+
+    def maybe_save(self, step: int, state, history: np.ndarray, *, force: bool = False) -> bool: ...
 
 
 def train_groups(
@@ -392,9 +400,12 @@ def train_groups(
     model: ModelConfig,
     train: TrainConfig,
     source: BatchSource,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
-) -> list[tuple[RunState, np.ndarray]]:
+    *,
+    on_chunk: Callable[[int, np.ndarray], None] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> tuple[list[RunState], np.ndarray]:
     """Trains several groups of runs at the same time, group g on device g.
 
     Each group is one vmapped program (:func:`over_runs`) on its own device, with its own copy
@@ -413,14 +424,19 @@ def train_groups(
       groups: ``(seeds, sizes)`` per group, ``(R_g,)`` each (as in :func:`train_runs`).
       model, train: static configs.
       source: the batches.
-      progress: called with the number of steps done by one group after each of its
-        ``train.log_every`` steps (so ``len(groups) * train.steps`` in all).
+      progress: called as ``progress(steps_done, train.steps)`` after every ``log_every``
+        steps (each run has then taken ``steps_done`` steps).
       devices: where the groups run; default ``jax.local_devices()``. At least as many as
         groups.
+      on_chunk: called as ``on_chunk(step, losses)`` after every ``log_every`` steps with the
+        chunk's mean loss of every run, ``(R,)`` (groups in order); after a restore, first
+        once for every restored chunk.
+      checkpoint: where to resume from and save to (at the end of a chunk); None trains from
+        scratch, unsaved.
 
     Returns:
-      Per group: the final states (leading axis R_g) and the ``(R_g, n_chunks)`` mean loss of
-      each ``log_every`` steps.
+      The final states of every group (leading axis R_g) and the ``(R, n_chunks)`` mean loss
+      of each ``log_every`` steps of every run, groups in order.
     """
     devices = list(jax.local_devices() if devices is None else devices)
     check_supported(train.precision, devices[0].platform)
@@ -443,19 +459,37 @@ def train_groups(
         states.append(init(put(np.asarray(seeds, np.uint32)), put(np.asarray(sizes, np.int32))))
         arrays.append(put(source.arrays))
         steps.append(step)
-    histories: list[list[np.ndarray]] = [[] for _ in groups]
-    losses: list[list[jax.Array]] = [[] for _ in groups]
-    for i in range(train.steps):
-        for g in range(len(groups)):
-            states[g], loss = steps[g](states[g], arrays[g])
-            losses[g].append(loss)
-        if len(losses[0]) == train.log_every or i == train.steps - 1:
+    lengths = chunk_lengths(train)
+    history = np.full((sum(len(s) for s, _ in groups), len(lengths)), np.nan, np.float32)
+    done = 0
+    restored = checkpoint.restore(states, history) if checkpoint is not None else None
+    if restored is not None:
+        states, history = list(restored[0]), restored[1]
+        done = int(np.asarray(states[0].step)[0])
+        for c, end in enumerate(itertools.accumulate(lengths)):
+            if end <= done and on_chunk is not None:
+                on_chunk(end, history[:, c])
+        if progress is not None:
+            progress(done, train.steps)
+    for c, (n_steps, end) in enumerate(zip(lengths, itertools.accumulate(lengths), strict=True)):
+        if end <= done:
+            continue
+        losses: list[list[jax.Array]] = [[] for _ in groups]
+        for _ in range(n_steps):
             for g in range(len(groups)):
-                histories[g].append(np.mean(np.stack([np.asarray(x) for x in losses[g]]), 0))
-                if progress is not None:
-                    progress(len(losses[g]))
-                losses[g] = []
-    return [(s, np.stack(h, axis=1)) for s, h in zip(states, histories, strict=True)]
+                states[g], loss = steps[g](states[g], arrays[g])
+                losses[g].append(loss)
+        history[:, c] = np.concatenate(
+            [np.mean(np.stack([np.asarray(x) for x in chunk]), 0) for chunk in losses]
+        )
+        done = end
+        if on_chunk is not None:
+            on_chunk(end, history[:, c])
+        if checkpoint is not None:
+            checkpoint.maybe_save(done, states, history, force=done == train.steps)
+        if progress is not None:
+            progress(done, train.steps)
+    return states, history
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))

@@ -50,6 +50,7 @@ from jaxmmcl import provenance
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.reports import losses
 from jaxmmcl.reports.common import (
+    _by_name,
     _capital,
     _fmt,
     _left_out,
@@ -192,11 +193,16 @@ def _summary(rows: Sequence[dict[str, Any]], params: Sequence[str]) -> str:
     text = (
         f"{len(runs)} runs ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: "
         f"{', '.join(map(_fmt, seeds))}) in {len(groups)} compiled group(s). "
-        "Scores are per encoding: hk encodes view k; tables and figures name each encoding's "
-        "own factors by their role (c: content, s: style, m: modality-specific"
-        + _own_note(rows)
-        + ")."
     )
+    if _by_name(rows):
+        text += "Scores are per encoding and per factor of the encoding's own modality."
+    else:
+        text += (
+            "Scores are per encoding: hk encodes view k; tables and figures name each "
+            "encoding's own factors by their role (c: content, s: style, m: modality-specific"
+            + _own_note(rows)
+            + ")."
+        )
     not_ok = [r for r in runs.values() if r["status"] != "ok"]
     if not_ok:
         listed = [

@@ -64,12 +64,18 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _own_factor(row: Mapping[str, Any]) -> str | None:
+def _own_factor(row: Mapping[str, Any], by_name: bool = False) -> str | None:
     """The role of a row's factor for its encoding's view (``None``: the view does not observe
-    it, or a per-latent row)."""
+    it, or a per-latent row); with ``by_name`` (:func:`_by_name`), the factor's name."""
     if row.get("latent", "") != "":
         return None
-    return row.get("role") or None
+    return row["factor"] if by_name else row.get("role") or None
+
+
+def _by_name(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether factors go by name: no row has a role (an experiment without the simulation's
+    roles, such as the image/text one, scores every factor of each encoding's own modality)."""
+    return not any(r.get("role") for r in rows)
 
 
 def _encoders(rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -109,16 +115,19 @@ def _gather(
 
     Returns:
       cell -> {run: value}. A cell is the row's values of ``keys``, followed for per-factor
-      scores by the encoder and the own-modality factor (only those in ``factors``).
+      scores by the encoder and the own-modality factor (only those in ``factors``; factor
+      names where no row has a role).
     """
     cells: dict[tuple, dict[Any, float]] = {}
     per_factor = score in score_columns()
+    rows = list(rows)
+    by_name = _by_name(rows)
     for r in rows:
         if r["status"] != "ok":
             continue
         key = tuple(r[k] for k in keys)
         if per_factor:
-            own = _own_factor(r)
+            own = _own_factor(r, by_name)
             if own not in factors:
                 continue
             key += (r["encoder"], own)

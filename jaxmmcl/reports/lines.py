@@ -1,6 +1,7 @@
 """The ``lines`` kind: a score against a numeric (or categorical) axis.
 
-Keys: ``x`` (required), ``score``, ``factors`` (own factor roles, default: all found), ``hue``
+Keys: ``x`` (required), ``score``, ``factors`` (own factor roles, default: all found; factor
+names in order of appearance where the rows have no roles), ``hue``
 (one line per value of this column; may be ``seed``), ``where``, ``xscale`` (``linear``/``log``;
 default: log when the x values are positive and span a factor >= 20). The score against x:
 mean over seeds, a band of ± 1 std; one panel per encoder, or a single panel for per-run scores
@@ -17,6 +18,7 @@ import numpy as np
 from jaxmmcl.reports.common import (
     _REQUIRED,
     OWN_FACTORS,
+    _by_name,
     _cell,
     _digits,
     _encoders,
@@ -54,8 +56,10 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
     short = x.rsplit(".", 1)[-1] + (f"-by-{hue.rsplit('.', 1)[-1]}" if hue else "")
     short += "" if score == "r2_nonlinear" else f"-{score}"
     ok = [r for r in rows if r["status"] == "ok" and _matches(r, entry["where"])]
-    present = {_own_factor(r) for r in ok}
-    factors = entry.get("factors") or [f for f in OWN_FACTORS if f in present]
+    by_name = _by_name(ok)
+    present = list(dict.fromkeys(_own_factor(r, by_name) for r in ok))
+    order = present if by_name else OWN_FACTORS
+    factors = entry.get("factors") or [f for f in order if f in present]
     keys = [hue, x] if hue else [x]
     cells = _gather(ok, score, keys, factors)
     if not cells:
@@ -104,6 +108,7 @@ def section(rows: list[dict[str, Any]], entry: dict[str, Any], params: Sequence[
         for xv in x_values
     ]
     what = "each encoding's own-modality factor blocks" if per_factor else "each run"
+    what = "every factor of each encoding's modality" if per_factor and by_name else what
     explanation = f"{score_label(score)} of {what}; cells: mean ± std over seeds ({n_note})"
     explanation += f"; {scope}." if scope else "."
     return _Section(title, explanation, _md_table(header, body), figure, short)
