@@ -5,13 +5,14 @@
     jaxmmcl reproduce --list
     jaxmmcl report DIR
     jaxmmcl export DIR --to tensorboard|wandb
-    jaxmmcl reproduce imgtxt [--data DIR] [--fresh-batches] [sweep options]
-    jaxmmcl reproduce imgtxt3 [--scale cpu|paper] [--out DIR] [--fresh-batches]
+    jaxmmcl reproduce imgtxt [--data DIR] [--fresh-batches] [options of reproduce]
+    jaxmmcl reproduce imgtxt3 [--fresh-batches] [options of reproduce]
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
 
-(``reproduce imgtxt`` is a sweep of the image/text experiment, ``sweeps/imgtxt.yaml``; its
-``--data DIR`` and ``--fresh-batches`` stand for ``--set data.path=DIR`` and ``--set
-data.fresh_batches=true``. The other image/text commands live in :mod:`jaxmmcl.imgtxt.cli`.)
+(``reproduce imgtxt`` and ``imgtxt3`` are sweeps of the image/text experiment,
+``sweeps/imgtxt.yaml`` and ``sweeps/imgtxt3.yaml``; ``--data DIR`` and ``--fresh-batches`` stand
+for ``--set data.path=DIR`` and ``--set data.fresh_batches=true``. ``data generate`` lives in
+:mod:`jaxmmcl.imgtxt.cli`.)
 
 Options of run and reproduce: ``--dry-run`` (print the plan, run nothing), ``--resume``
 (continue an interrupted sweep in DIR), ``--force`` (start DIR over), ``--checkpoint-every
@@ -31,25 +32,18 @@ import sys
 from pathlib import Path
 
 from jaxmmcl.config import ConfigError
-from jaxmmcl.imgtxt.cli import add_data_parser, run_data, run_reproduce
+from jaxmmcl.imgtxt.cli import add_data_parser, run_data
 from jaxmmcl.results import read_yaml
 from jaxmmcl.sweeps import SWEEPS_DIR, available_sweeps
 from jaxmmcl.tracking import TRACKERS, export_sweep
 
-IMGTXT3_SUMMARY = (
-    "Beyond the paper: multiview-crl's three views (two images, the caption), every factor "
-    "from every subset's content"
-)
-IMAGE_TEXT = ("imgtxt3",)
-
 
 def experiment_summaries() -> dict[str, str]:
     """Every experiment of ``jaxmmcl reproduce`` -> its one-line summary."""
-    summaries = {
+    return {
         name: str(read_yaml((SWEEPS_DIR / f"{name}.yaml").read_text()).get("summary") or "")
         for name in available_sweeps()
     }
-    return summaries | {"imgtxt3": IMGTXT3_SUMMARY}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,9 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
 
     reproduce = sub.add_parser("reproduce", help="run one of the paper's experiments")
-    reproduce.add_argument(
-        "name", nargs="?", help=f"one of: {', '.join([*available_sweeps(), *IMAGE_TEXT])}"
-    )
+    reproduce.add_argument("name", nargs="?", help=f"one of: {', '.join(available_sweeps())}")
     reproduce.add_argument(
         "--list", action="store_true", help="name every experiment with its summary; run nothing"
     )
@@ -133,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--fresh-batches",
         action="store_true",
-        help="imgtxt, imgtxt3: render a fresh batch every step instead of a fixed training split",
+        help="imgtxt, imgtxt3: render a fresh batch every step instead of a fixed training split "
+        "(as --set data.fresh_batches=true)",
     )
 
     report = sub.add_parser("report", help="rewrite the tables and figures of a sweep folder")
@@ -187,24 +180,6 @@ def _report(folder: Path) -> None:
     print("\n".join(str(path) for path in written))
 
 
-def _refuse_sweep_options(args: argparse.Namespace) -> None:
-    # The image/text experiment is not a sweep file: these options would be silently ignored.
-    given = {
-        "--set": args.overrides,
-        "--dry-run": args.dry_run,
-        "--resume": args.resume,
-        "--force": args.force,
-        "--max-runs": args.max_runs,
-        "--distributed": args.distributed,
-        "--log": args.log,
-    }
-    for flag, value in given.items():
-        if value:
-            raise ConfigError(
-                f"reproduce {args.name}: {flag} applies to sweeps only, got {value!r}"
-            )
-
-
 def _enable_compilation_cache() -> None:
     # Sweeps recompile the same group programs run after run; XLA's persistent cache turns the
     # second compilation of a program into a disk read.
@@ -252,15 +227,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif args.command == "reproduce" and args.name is None:
             raise ConfigError(
                 "reproduce: name an experiment or give --list "
-                f"(available: {', '.join([*available_sweeps(), *IMAGE_TEXT])})"
+                f"(available: {', '.join(available_sweeps())})"
             )
-        elif args.command == "reproduce" and args.name in IMAGE_TEXT:
-            _refuse_sweep_options(args)
-            run_reproduce(args)
         elif args.command == "reproduce":
             if args.data is not None and args.name != "imgtxt":
                 raise ConfigError(f"--data: only for reproduce imgtxt, not {args.name!r}")
-            if args.fresh_batches and args.name != "imgtxt":
+            if args.fresh_batches and args.name not in ("imgtxt", "imgtxt3"):
                 raise ConfigError(
                     f"--fresh-batches: only for reproduce imgtxt and imgtxt3, not {args.name!r}"
                 )
@@ -273,7 +245,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             if args.name not in available_sweeps():
                 raise ConfigError(
                     f"reproduce: unknown experiment {args.name!r} "
-                    f"(available: {', '.join([*available_sweeps(), *IMAGE_TEXT])})"
+                    f"(available: {', '.join(available_sweeps())})"
                 )
             scale = args.scale or "cpu"
             args.scale = scale

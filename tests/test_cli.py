@@ -160,31 +160,33 @@ def test_set_values_parse_as_yaml_with_exponent_floats():
     assert parsed == {"train.learning_rate": 0.002, "model.widths": [8, 8], "x": True, "y": "a"}
 
 
-def test_imgtxt_is_a_sweep_and_imgtxt3_refuses_sweep_options(capsys):
+def test_image_text_experiments_are_sweeps(capsys):
     assert main(["reproduce", "imgtxt", "--dry-run", "--set", "seed=[0, 1]"]) == 0
     out = capsys.readouterr().out
     devices = len(jax.devices())  # one run per CPU device and program
     assert f"16 runs in 1 groups, {16 // devices} programs" in out and "image/text 64px" in out
+    assert main(["reproduce", "imgtxt3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs in 1 groups" in out and "3 views (changed: alpharot," in out
     assert main(["reproduce", "imgtxt", "--set", "model.encoding_size=13", "--dry-run"]) == 2
     assert main(["reproduce", "table1", "--data", "somewhere"]) == 2
     assert main(["reproduce", "imgtxt", "--data", "somewhere"]) == 2
+    assert main(["reproduce", "imgtxt3", "--data", "somewhere"]) == 2
+    assert main(["reproduce", "imgtxt3", "--set", "model.encoding_size=4", "--dry-run"]) == 2
+    assert main(["reproduce", "imgtxt3", "--set", "data.changed=[nose]", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "model.encoding_size: expected an integer from 1 to model.max_encoding_size (12)" in err
-    assert "--data: only for reproduce imgtxt" in err and "--data: no such folder" in err
-    assert main(["reproduce", "imgtxt3", "--resume"]) == 2
-    assert main(["reproduce", "imgtxt3", "--data", "somewhere"]) == 2
-    assert main(["reproduce", "imgtxt3", "--scale", "huge"]) == 2
-    err = capsys.readouterr().err
-    assert "reproduce imgtxt3: --resume applies to sweeps only" in err
-    assert "--data: only for reproduce imgtxt (imgtxt3 renders its image pairs)" in err
-    assert "--scale: expected one of cpu, paper, got 'huge'" in err
+    assert "--data: only for reproduce imgtxt, not 'table1'" in err
+    assert "--data: no such folder" in err and "not 'imgtxt3'" in err
+    assert "model.encoding_size: expected model.max_encoding_size (24) with data.changed" in err
+    assert "data.changed: expected distinct fields of shape, xpos" in err
 
 
 def test_reproduce_list_names_every_experiment_with_its_summary(capsys):
     assert main(["reproduce", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == [*sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")), "imgtxt3"]
+    assert names == sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # a summary on every line
     assert main(["reproduce"]) == 2
     assert "--list" in capsys.readouterr().err

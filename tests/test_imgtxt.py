@@ -328,30 +328,32 @@ def test_fresh_batches_of_three_views_render_the_second_image_with_its_changes()
     np.testing.assert_array_equal(np.asarray(tokens), expected)
 
 
-def test_tiny_three_view_run_end_to_end(tmp_path):
-    from jaxmmcl.imgtxt import threeview
-
-    tiny = {
-        "data.image_size": 16, "data.n_train": 32, "data.n_val": 24, "data.n_test": 24,
-        "model.stage_sizes": [1], "model.widths": [4], "model.embedding_size": 8,
-        "model.text_channels": [4, 4, 4], "train.batch_size": 8, "train.steps": 3,
-        "train.warmup_steps": 0, "train.log_every": 2, "eval.mlp_epochs": 5,
-    }  # fmt: skip
-    static = load_sweep("imgtxt", overrides=tiny).runs[0].config.static
-    scale = threeview.ThreeViewScale(static, seeds=(0,), encoding_size=8)
-    rows = threeview.reproduce_three_views(tmp_path, scale, show_progress=False)
-    # 4 subsets x (10 image factors x 2 metrics + 5 text factors x 2 metrics).
-    assert len(rows) == 4 * 30 and all(np.isfinite(r["value"]) for r in rows)
-    assert {r["subset"] for r in rows} == {
-        "image1+image2", "image1+text", "image2+text", "image1+image2+text"
-    }  # fmt: skip
-    report = (tmp_path / "imgtxt3.md").read_text()
-    # The theory's marks: the spotlight's position is shared by the two images only.
-    spot = next(line for line in report.splitlines() if line.startswith("| spotlight_pos"))
-    assert [c.strip().endswith("*") for c in spot.split("|")[2:-1]] == [True, False, False, False]
-    shape = next(line for line in report.splitlines() if line.startswith("| object_shape"))
-    assert all(c.strip().endswith("*") for c in shape.split("|")[2:-1])
-    assert (tmp_path / "losses.csv").is_file() and (tmp_path / "vocab.json").is_file()
+def test_tiny_three_view_sweep_end_to_end(tmp_path):
+    """``reproduce imgtxt3`` through the shared runner: every factor from every subset's chunk,
+    the theory's content (role c) where it belongs, the subsets report."""
+    out = tmp_path / "out"
+    sets = [*TINY_IMGTXT[:-2], "--set", "model.max_encoding_size=8"]
+    sets += ["--set", "model.encoding_size=8", "--set", "train.steps=3"]
+    sets += ["--set", "data.n_train=32", "--set", "data.n_val=24", "--set", "data.n_test=24"]
+    assert main(["reproduce", "imgtxt3", "--out", str(out), "--quiet", *sets]) == 0
+    rows = read_results(out)
+    # 4 subsets x (10 image factors + 5 text factors).
+    assert len(rows) == 4 * 15 and {r["status"] for r in rows} <= {"ok", "failed"}
+    subsets = ["image1+image2", "image1+text", "image2+text", "image1+image2+text"]
+    assert list(dict.fromkeys(r["subset"] for r in rows)) == subsets
+    content: dict[tuple[str, str], list[bool]] = {}
+    for r in rows:
+        content.setdefault((r["encoder"], r["factor"]), []).append(r["role"] == "c")
+    # The spotlight's position is shared by the two images only; shape and position by all;
+    # the text encoder's chunk of image1+image2 is not trained.
+    assert content["image", "spotlight_pos"] == [True, False, False, False]
+    assert content["image", "object_shape"] == [True] * 4
+    assert content["text", "object_shape"] == [False, True, True, True]
+    assert content["image", "object_color"] == [False, True, False, False]
+    assert not any(content["image", "object_alpharot"])
+    report = (out / "imgtxt3.md").read_text()
+    assert "| factor | image1+image2 | image1+text | image2+text | image1+image2+text |" in report
+    assert (out / "vocab.json").is_file()
 
 
 def test_a_fixed_split_is_drawn_in_shuffled_epochs_of_full_batches():

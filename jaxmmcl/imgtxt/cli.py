@@ -1,19 +1,17 @@
-"""The image/text commands of the ``jaxmmcl`` command line.
+"""The image/text data command of the ``jaxmmcl`` command line.
 
     jaxmmcl data generate DIR --n-train N --n-val N --n-test N [--size S] [--seed K]
         [--independent-hue] [--quiet]
-    jaxmmcl reproduce imgtxt3 [--scale cpu|paper] [--out DIR] [--fresh-batches] [--quiet]
 
-:func:`add_data_parser` registers ``data``; :func:`run_data` and :func:`run_reproduce` carry
-the commands out. Bad input raises :class:`~jaxmmcl.config.ConfigError` (exit status 2).
+:func:`add_data_parser` registers ``data``; :func:`run_data` carries it out. Bad input raises
+:class:`~jaxmmcl.config.ConfigError` (exit status 2). ``jaxmmcl reproduce imgtxt`` and
+``imgtxt3`` are sweeps (:mod:`jaxmmcl.imgtxt.sweep`).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from jaxmmcl.config import ConfigError
 
 
 def add_data_parser(sub) -> None:
@@ -56,23 +54,3 @@ def run_data(args: argparse.Namespace) -> None:
         show_progress=not args.quiet,
     )
     print(f"dataset: {args.dir}")
-
-
-def run_reproduce(args: argparse.Namespace) -> None:
-    """Carries out ``jaxmmcl reproduce imgtxt3`` (``args``: ``scale``, ``out``, ``data``,
-    ``fresh_batches``, ``quiet``)."""
-    import dataclasses
-
-    from jaxmmcl.imgtxt.threeview import reproduce_three_views, three_view_scale
-
-    name = args.scale or "cpu"
-    scale = three_view_scale(name)
-    if getattr(args, "data", None) is not None:
-        raise ConfigError("--data: only for reproduce imgtxt (imgtxt3 renders its image pairs)")
-    if getattr(args, "fresh_batches", False):
-        data = dataclasses.replace(scale.static.data, fresh_batches=True)
-        scale = dataclasses.replace(scale, static=dataclasses.replace(scale.static, data=data))
-    out = Path(args.out or f"runs/imgtxt3-{name}")
-    reproduce_three_views(out, scale, show_progress=not args.quiet)
-    print((out / "imgtxt3.md").read_text())
-    print(f"results: {out / 'results.csv'}")

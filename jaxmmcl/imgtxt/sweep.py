@@ -54,10 +54,19 @@ from jaxmmcl.imgtxt.dataset import (
     load_vocabulary,
 )
 from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, TEXT_FACTORS, score_factors
-from jaxmmcl.imgtxt.factors import image_latents, sample_factors, take, text_latents
+from jaxmmcl.imgtxt.factors import (
+    IMAGE_FIELDS,
+    change_factors,
+    image_latents,
+    sample_factors,
+    take,
+    text_latents,
+)
 from jaxmmcl.imgtxt.models import EMBEDDING_SIZE, TEXT_CHANNELS
 from jaxmmcl.imgtxt.render import render_batch, to_uint8
 from jaxmmcl.imgtxt.text import VOCAB_FILE, Vocabulary, captions, full_vocabulary, tokenize
+from jaxmmcl.imgtxt.threeview import FIELD, VIEWS, theory
+from jaxmmcl.losses import subset_chunks, view_subsets
 from jaxmmcl.precision import check_supported
 from jaxmmcl.training import run_status
 
@@ -105,6 +114,10 @@ class DataConfig:
         split; not with ``path``).
       path: a Multimodal3DIdent root (ours from ``jaxmmcl data generate``, or the real one)
         whose train, val and test splits are used instead of rendered ones; ``""`` renders.
+      changed: :class:`~jaxmmcl.imgtxt.factors.Factors` fields (of
+        :data:`~jaxmmcl.imgtxt.factors.IMAGE_FIELDS`) that a second image of every scene
+        redraws: three views, multiview-crl's multimodal experiment
+        (:mod:`jaxmmcl.imgtxt.threeview`); ``[]`` (the default): one image and its caption.
     """
 
     image_size: int = 224
@@ -113,6 +126,7 @@ class DataConfig:
     n_test: int = 10_000
     fresh_batches: bool = False
     path: str = ""
+    changed: tuple[str, ...] = ()
 
     def __post_init__(self):
         _int("data.image_size", self.image_size, MIN_IMAGE_SIZE)
@@ -126,6 +140,18 @@ class DataConfig:
             _fail("data.path", self.path, "an existing Multimodal3DIdent folder")
         if self.path and self.fresh_batches:
             _fail("data.fresh_batches", True, "false with data.path (it renders its own)")
+        changed = self.changed
+        ok = isinstance(changed, list | tuple) and all(f in IMAGE_FIELDS for f in changed)
+        if not ok or len(set(changed)) < len(changed):
+            _fail("data.changed", changed, "distinct fields of " + ", ".join(IMAGE_FIELDS))
+        object.__setattr__(self, "changed", tuple(changed))
+        if self.path and self.changed:
+            _fail("data.changed", list(self.changed), "[] with data.path (it renders pairs)")
+
+    @property
+    def n_images(self) -> int:
+        """Images of every scene: 2 with ``changed``, else 1."""
+        return 2 if self.changed else 1
 
 
 @dataclass(frozen=True)
@@ -210,6 +236,34 @@ class StaticConfig:
         uses_split = not (self.data.path or self.data.fresh_batches)
         if uses_split and self.data.n_train < batch:
             _fail("data.n_train", self.data.n_train, f"at least train.batch_size = {batch}")
+        subsets = len(view_subsets(self.data.n_images + 1))
+        if self.model.max_encoding_size < subsets:
+            _fail(
+                "model.max_encoding_size",
+                self.model.max_encoding_size,
+                f"at least {subsets} with data.changed (a chunk for each subset of views)",
+            )
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views' names: the images', then ``text``."""
+        return VIEWS if self.data.n_images == 2 else ("image", "text")
+
+    def readouts(self) -> list[tuple[str, tuple[int, ...] | None]]:
+        """``(subset, dims)`` of every scored readout: with three views each subset of views
+        and its chunk of the encoding (:func:`jaxmmcl.losses.subset_chunks`, the subset named
+        by its views joined with ``+``); with two the whole encodings, ``("", None)``."""
+        if self.data.n_images == 1:
+            return [("", None)]
+        chunks = subset_chunks(len(self.views), self.model.max_encoding_size)
+        return [("+".join(self.views[v] for v in subset), dims) for subset, dims in chunks]
+
+    @property
+    def constant_loss(self) -> float:
+        """The training loss of a constant encoder: NT-Xent's ``log(2 * batch_size - 1)`` for
+        every pair of views of every subset."""
+        pairs = sum(math.comb(len(s), 2) for s in view_subsets(len(self.views)))
+        return pairs * float(np.log(2 * self.train.batch_size - 1))
 
 
 TRACED_KEYS = {"model.encoding_size": "encoding_size"}
@@ -244,6 +298,13 @@ class RunConfig:
                 size,
                 f"an integer from 1 to model.max_encoding_size ({most})",
             )
+        if self.static.data.changed and size != most:
+            _fail(
+                "model.encoding_size",
+                size,
+                f"model.max_encoding_size ({most}) with data.changed (the subsets' chunks "
+                "split the whole encoding)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python mapping with every key."""
@@ -260,63 +321,87 @@ class RunConfig:
         return flatten(self.to_dict())
 
 
+class Scenes(NamedTuple):
+    """An evaluation split: ``images`` ``(V, n, s, s, 3)`` uint8 (V images of every scene),
+    the captions' token ids ``(n, T)`` and every view's factor columns (V image views', then
+    the text's)."""
+
+    images: np.ndarray
+    tokens: np.ndarray
+    latents: tuple[dict[str, np.ndarray], ...]
+
+
 class Data(NamedTuple):
-    """An experiment's data: the training batches, the evaluation splits as (uint8 images,
-    token ids, image latents, text latents), and the vocabulary."""
+    """An experiment's data: the training batches, the evaluation splits and the vocabulary."""
 
     source: imgtrain.BatchSource
-    val: tuple
-    test: tuple
+    val: Scenes
+    test: Scenes
     vocab: Vocabulary
 
 
-def _rendered_split(key: jax.Array, n: int, image_size: int, chunk: int = 256):
-    """A split rendered into memory: uint8 images, captions, image and text latents."""
-    f = sample_factors(key, n)
-    images = np.empty((n, image_size, image_size, 3), np.uint8)
-    for start in range(0, n, chunk):
-        # Fixed-size chunks (the last one padded by repeating indices) compile once.
-        idx = np.minimum(np.arange(start, start + chunk), n - 1)
-        rendered = np.asarray(to_uint8(render_batch(take(f, idx), image_size)))
-        images[start : start + chunk] = rendered[: n - start]
-    return images, captions(f), image_latents(f), text_latents(f)
+def render_scenes(
+    key: jax.Array, n: int, image_size: int, changed: tuple[str, ...] = (), chunk: int = 256
+) -> tuple[np.ndarray, list[str], tuple[dict[str, np.ndarray], ...]]:
+    """``n`` scenes of the key: their images (uint8, ``(V, n, s, s, 3)``: the scene's, and with
+    ``changed`` a second with those fields redrawn), the first image's captions and every
+    view's factor columns."""
+    first = sample_factors(key, n)
+    scenes = [first]
+    if changed:
+        scenes.append(change_factors(jax.random.fold_in(key, 1), first, changed))
+    images = np.empty((len(scenes), n, image_size, image_size, 3), np.uint8)
+    for v, f in enumerate(scenes):
+        for start in range(0, n, chunk):
+            # Fixed-size chunks (the last one padded by repeating indices) compile once.
+            idx = np.minimum(np.arange(start, start + chunk), n - 1)
+            rendered = np.asarray(to_uint8(render_batch(take(f, idx), image_size)))
+            images[v, start : start + chunk] = rendered[: n - start]
+    latents = (*(image_latents(f) for f in scenes), text_latents(first))
+    return images, captions(first), latents
 
 
 @functools.cache
 def load_data(data: DataConfig) -> Data:
-    """The data of ``data`` (rendered or read once per process, then shared by every program
-    of a sweep: the compiled programs are keyed by the batch source)."""
+    """The data of ``data``, rendered or read once and kept for the life of the process: every
+    program of a sweep shares it (the compiled training step is keyed by the batch source)."""
     if data.path:
         vocab = load_vocabulary(data.path)
         splits = [load_split(data.path, s, vocab, image_size=data.image_size) for s in SPLITS]
         train, val, test = splits
         mean, std = channel_stats(train.images)
         source = imgtrain.array_source(train.images, train.tokens, mean, std)
-        as_tuple = lambda s: (s.images, s.tokens, s.image_latents, s.text_latents)  # noqa: E731
-        return Data(source, as_tuple(val), as_tuple(test), vocab)
-    # Fixed keys, independent of the training seeds: every run sees the same splits.
-    key = jax.random.key(2**31 - 1)
+
+        def scenes(split):
+            return Scenes(
+                split.images[None], split.tokens, (split.image_latents, split.text_latents)
+            )
+
+        return Data(source, scenes(val), scenes(test), vocab)
+    # Fixed keys, independent of the training seeds: every run sees the same splits (the
+    # three-view variant its own).
+    key = jax.random.key(2**31 - 2 if data.changed else 2**31 - 1)
     val, test = (
-        _rendered_split(jax.random.fold_in(key, i), n, data.image_size)
+        render_scenes(jax.random.fold_in(key, i), n, data.image_size, data.changed)
         for i, n in ((1, data.n_val), (2, data.n_test))
     )
     if data.fresh_batches:
         vocab = full_vocabulary()
-        mean, std = channel_stats(val[0])
-        source = imgtrain.rendered_source(data.image_size, vocab, mean, std)
+        mean, std = channel_stats(val[0][0])
+        source = imgtrain.rendered_source(data.image_size, vocab, mean, std, changed=data.changed)
     else:
-        images, texts, _, _ = _rendered_split(
-            jax.random.fold_in(key, 0), data.n_train, data.image_size
+        images, texts, _ = render_scenes(
+            jax.random.fold_in(key, 0), data.n_train, data.image_size, data.changed
         )
         # As the official loader: the vocabulary of the training captions.
         tokenized = [tokenize(t) for t in texts]
         vocab = Vocabulary.build(tokenized)
-        mean, std = channel_stats(images)
+        mean, std = channel_stats(images[0])
         source = imgtrain.array_source(images, vocab.encode(tokenized), mean, std)
 
     def encoded(split):
-        images, texts, image_lat, text_lat = split
-        return images, vocab.encode(tokenize(t) for t in texts), image_lat, text_lat
+        images, texts, latents = split
+        return Scenes(images, vocab.encode(tokenize(t) for t in texts), latents)
 
     return Data(source, encoded(val), encoded(test), vocab)
 
@@ -329,7 +414,7 @@ class Trained:
       states: per device group, its runs' final :class:`~jaxmmcl.imgtxt.train.RunState`.
       group_sizes: runs per group.
       loss_history: ``(R, n_chunks)`` mean training loss per ``log_every`` chunk.
-      constant_loss: NT-Xent of a constant encoder, ``log(2 * batch_size - 1)``.
+      constant_loss: the loss of a constant encoder (:attr:`StaticConfig.constant_loss`).
       compile_seconds: time spent compiling and initialising.
     """
 
@@ -374,7 +459,6 @@ class ImageText:
     """The image/text experiment (the interface of :mod:`jaxmmcl.experiment`)."""
 
     name = "imgtxt"
-    sections = SECTIONS
     traced_keys = TRACED_KEYS
 
     def keys(self) -> list[str]:
@@ -411,7 +495,8 @@ class ImageText:
         activations kept for the backward pass."""
         model, size = static.model, static.data.image_size
         batch = static.train.batch_size
-        split = 0 if static.data.fresh_batches else static.data.n_train * size**2 * 3
+        images = static.data.n_images
+        split = 0 if static.data.fresh_batches else images * static.data.n_train * size**2 * 3
         params = sum(
             9 * w * w * 2 * b for b, w in zip(model.stage_sizes, model.widths, strict=True)
         )
@@ -420,7 +505,7 @@ class ImageText:
         for stage, (blocks, width) in enumerate(zip(model.stage_sizes, model.widths, strict=True)):
             side = side // 2 if stage > 0 else side
             activations += 2 * blocks * side**2 * width * 4  # conv, batch norm, ReLU, block sum
-        return float(split + 16 * params + 4 * batch * (activations + 3 * size**2))
+        return float(split + 16 * params + 4 * images * batch * (activations + 3 * size**2))
 
     def program_size(self, static: StaticConfig, mesh: Mesh, budget: float) -> int:
         """Runs per program: a device's share is one vmapped call (module docstring), one run
@@ -450,10 +535,11 @@ class ImageText:
             if data.fresh_batches
             else f"n_train={data.n_train}"
         )
+        views = f" 3 views (changed: {','.join(data.changed)})" if data.changed else ""
         return (
             f"image/text {data.image_size}px resnet={list(model.stage_sizes)}x"
             f"{list(model.widths)}{' small-stem' if model.small_stem else ''} "
-            f"units={model.max_encoding_size} {source} batch={train.batch_size} "
+            f"units={model.max_encoding_size} {source}{views} batch={train.batch_size} "
             f"steps={train.steps} lr={train.learning_rate:g} {train.schedule}"
         )
 
@@ -463,12 +549,13 @@ class ImageText:
 
     def train_flops(self, static: StaticConfig) -> float:
         """FLOPs of training one run: the ResNet's convolutions, forward and backward."""
-        return 3 * _conv_flops(static) * static.train.batch_size * static.train.steps
+        images = static.data.n_images * static.train.batch_size
+        return 3 * _conv_flops(static) * images * static.train.steps
 
     def eval_flops(self, static: StaticConfig) -> float:
         """FLOPs of scoring one run: encoding both splits (the probes are small)."""
         data = static.data
-        return _conv_flops(static) * (data.n_val + data.n_test)
+        return _conv_flops(static) * data.n_images * (data.n_val + data.n_test)
 
     def files(self, static: StaticConfig) -> dict[str, str]:
         """Files the output folder gets: the vocabulary the captions were tokenised with."""
@@ -512,26 +599,33 @@ class ImageText:
             states,
             [len(g[0]) for g in groups],
             history,
-            float(np.log(2 * static.train.batch_size - 1)),
+            static.constant_loss,
             time.perf_counter() - t0,
         )
 
     def evaluate(
         self, static: StaticConfig, seeds: np.ndarray, hypers: Hyperparams, trained: Trained
     ) -> list[list[dict[str, Any]]]:
-        """Every run's result rows (one per encoder x factor), in the order of the runs."""
+        """Every run's result rows, in the order of the runs: one per readout
+        (:meth:`StaticConfig.readouts`) x encoder x factor of the encoder's modality. A
+        three-view readout's image encoder is scored on both images (pooled, each with its own
+        factors); its rows' ``role`` is ``c`` where the subset's views share the factor
+        (:func:`~jaxmmcl.imgtxt.threeview.theory`) and the subset trains the encoder."""
         data = load_data(static.data)
         model = static.model.encoders(data.vocab.size)
         diverged = trained.diverged
         status = trained.status
+        shared_by = {
+            "+".join(VIEWS[v] for v in subset): fields
+            for subset, fields in theory(static.data.changed).items()
+        }
         out: list[list[dict[str, Any]]] = []
         start = 0
         for state, n in zip(trained.states, trained.group_sizes, strict=True):
             runs = slice(start, start + n)
             start += n
             h_val, h_test = (
-                imgtrain.encode(state, split[0], split[1], model, data.source)
-                for split in (data.val, data.test)
+                _encodings(state, split, model, data.source) for split in (data.val, data.test)
             )
             # A diverged run's encodings are not finite: scored as zeros, reported as NaN.
             keep = ~diverged[runs][:, None, None]
@@ -540,37 +634,72 @@ class ImageText:
             val_loss = imgtrain.validation_loss(
                 h_val, static.train.batch_size, static.train.temperature, data.source
             )
-            scores = {
-                encoder: score_factors(
-                    h_val[m],
-                    h_test[m],
-                    data.val[2 + m],
-                    data.test[2 + m],
-                    factors,
-                    key=jax.random.key(0),
-                    mlp_epochs=static.eval.mlp_epochs,
-                )
-                for m, (encoder, factors) in enumerate(ENCODERS)
-            }
+            scored = []
+            for subset, dims in static.readouts():
+                cut = (lambda h: h) if dims is None else (lambda h, d=list(dims): h[..., d])
+                images = len(h_val) - 1
+                readouts = {
+                    "image": (
+                        np.concatenate([cut(h) for h in h_val[:images]], axis=1),
+                        np.concatenate([cut(h) for h in h_test[:images]], axis=1),
+                        _pooled(data.val.latents[:images]),
+                        _pooled(data.test.latents[:images]),
+                    ),
+                    "text": (
+                        cut(h_val[-1]),
+                        cut(h_test[-1]),
+                        data.val.latents[-1],
+                        data.test.latents[-1],
+                    ),
+                }
+                for encoder, factors in ENCODERS:
+                    scores = score_factors(
+                        *readouts[encoder],
+                        factors,
+                        key=jax.random.key(0),
+                        mlp_epochs=static.eval.mlp_epochs,
+                    )
+                    trains = encoder == "image" or "text" in subset.split("+")
+                    shared = shared_by.get(subset, set()) if trains else set()
+                    scored.append((subset, encoder, factors, scores, shared))
             for r in range(n):
                 i = runs.start + r
-                shared = {
+                per_run = {
                     "val_loss": math.nan if diverged[i] else float(val_loss[r]),
                     "loss": float(trained.final_loss[i]),
                     "status": str(status[i]),
                 }
                 rows = []
-                for encoder, factors in ENCODERS:
+                for subset, encoder, factors, scores, shared in scored:
                     for factor, _ in factors:
                         values = {
                             SCORE_COLUMNS[metric]: math.nan if diverged[i] else float(v[r])
-                            for (name, metric), v in scores[encoder].items()
+                            for (name, metric), v in scores.items()
                             if name == factor
                         }
-                        head = {"encoder": encoder, "subset": "", "factor": factor, "role": ""}
-                        rows.append(head | values | shared)
+                        role = "c" if FIELD.get(factor) in shared else ""
+                        head = {
+                            "encoder": encoder,
+                            "subset": subset,
+                            "factor": factor,
+                            "role": role,
+                        }
+                        rows.append(head | values | per_run)
                 out.append(rows)
         return out
+
+
+def _encodings(state, scenes: Scenes, model: imgtrain.ModelConfig, source) -> list[np.ndarray]:
+    """Every view's ``(R, n, k)`` encodings of the scenes: the images', then the text's."""
+    views = [
+        imgtrain.encode(state, images, scenes.tokens, model, source) for images in scenes.images
+    ]
+    return [h for h, _ in views] + [views[0][1]]
+
+
+def _pooled(latents: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
+    """The factor columns of several image views, concatenated as their encodings are."""
+    return {c: np.concatenate([lat[c] for lat in latents]) for c in latents[0]}
 
 
 EXPERIMENT = ImageText()

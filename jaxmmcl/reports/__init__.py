@@ -24,6 +24,8 @@ the registry :data:`jaxmmcl.reports.kinds.KINDS`:
   ``score``, ``where``. The mean over seeds per (x, y) cell, one panel per encoder.
 * ``latents``: ``score``, ``where``. Every latent component scored alone (``eval.per_latent``)
   from every readout: subsets of views (or encodings) against components.
+* ``subsets``: ``score``, ``where``. Every factor scored from every subset's readout, factors
+  against subsets per encoder; ``*`` marks a factor the subset's views share (role ``c``).
 
 Every kind also takes ``title`` (the figure and section title) and ``name`` (the short name in
 the PNG file name ``NAME-KIND-SHORT.png``). ``where`` maps columns (or ``seed``) to a value or a

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from jaxmmcl.reports import heatmap, latents, lines, table
+from jaxmmcl.reports import heatmap, latents, lines, subsets, table
 from jaxmmcl.reports.common import _Section
 
 
@@ -33,5 +33,6 @@ KINDS: dict[str, Kind] = {
     "lines": Kind(lines.KEYS, lines.section),
     "heatmap": Kind(heatmap.KEYS, heatmap.section),
     "latents": Kind(latents.KEYS, latents.section, factor_scores_only=True),
+    "subsets": Kind(subsets.KEYS, subsets.section, factor_scores_only=True),
 }
 """Report kind name -> :class:`Kind`."""
