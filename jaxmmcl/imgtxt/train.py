@@ -405,6 +405,7 @@ def train_groups(
     *,
     on_chunk: Callable[[int, np.ndarray], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    on_first_step: Callable[[], None] | None = None,
 ) -> tuple[list[RunState], np.ndarray]:
     """Trains several groups of runs at the same time, group g on device g.
 
@@ -433,6 +434,8 @@ def train_groups(
         once for every restored chunk.
       checkpoint: where to resume from and save to (at the end of a chunk); None trains from
         scratch, unsaved.
+      on_first_step: called once the first step of every group has finished (the programs
+        are then compiled; the caller may time that).
 
     Returns:
       The final states of every group (leading axis R_g) and the ``(R, n_chunks)`` mean loss
@@ -479,6 +482,10 @@ def train_groups(
             for g in range(len(groups)):
                 states[g], loss = steps[g](states[g], arrays[g])
                 losses[g].append(loss)
+            if on_first_step is not None:
+                jax.block_until_ready(losses)
+                on_first_step()
+                on_first_step = None
         history[:, c] = np.concatenate(
             [np.mean(np.stack([np.asarray(x) for x in chunk]), 0) for chunk in losses]
         )
