@@ -334,3 +334,29 @@ def test_default_report_kinds():
     categorical = {"simulation.mixing": ["mlp", "linear"], "seed": [0]}
     assert default_report(categorical)[0]["lines"]["x"] == "simulation.mixing"
     assert default_report({"seed": [0, 1]}) == []
+
+
+def test_lines_and_subsets_take_factors_by_name_where_rows_have_no_roles():
+    """The image/text experiment's rows name factors with an empty role: a lines report draws
+    one line per factor, each its own colour, and a subsets report marks role c with *."""
+    from jaxmmcl.reports import lines, subsets
+
+    rows = [
+        {"run": run, "seed": run, "model.encoding_size": k, "encoder": "image", "subset": subset,
+         "factor": factor, "role": "c" if (subset, factor) == ("a+b", "shape") else "",
+         "r2_nonlinear": 0.1 * k + run / 100, "status": "ok"}
+        for run, k in ((0, 1), (1, 2), (2, 1), (3, 2))
+        for factor in ("shape", "hue", "spot")
+        for subset in ("a+b", "a+c")
+    ]  # fmt: skip
+    entry = {"x": "model.encoding_size", "score": "r2_nonlinear", "where": {}}
+    no_roles = [r | {"role": "", "subset": ""} for r in rows if r["subset"] == "a+b"]
+    section = lines.section(no_roles, entry, ["model.encoding_size"])
+    assert markdown_rows(section.table)[0] == [
+        "model.encoding_size", "image: shape", "image: hue", "image: spot"
+    ]  # fmt: skip
+    colours = {tuple(line.get_color()) for line in section.figure.axes[0].get_lines()[:3]}
+    assert len(colours) == 3
+    table = subsets.section(rows, {"score": "r2_nonlinear", "where": {}}, []).table
+    assert ["shape", "0.17 ± 0.06 *", "0.17 ± 0.06"] in markdown_rows(table)
+    assert ["hue", "0.17 ± 0.06", "0.17 ± 0.06"] in markdown_rows(table)

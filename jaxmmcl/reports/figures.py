@@ -143,6 +143,19 @@ def line_panels(
     hues = list(dict.fromkeys(h for series in panels.values() for _, h in series))
     with_hue = hues != [None]
     hue_colors = _hue_colors(hues) if with_hue else {}
+    # Roles have their own colours; factors named otherwise (the image/text experiment's) get
+    # the qualitative cycle, and a marker each, since there may be more than ten.
+    named = [f for f in factors if f is not None and f not in FACTOR_COLORS]
+    named_colors = _hue_colors([str(f) for f in named]) if named else {}
+
+    def factor_style(f: int, factor: Any) -> tuple[Any, str, str]:
+        """(colour, line style, marker) of the factor's lines and legend entry."""
+        if with_hue:
+            return "black", _LINESTYLES[f % len(_LINESTYLES)], _MARKERS[f % len(_MARKERS)]
+        if factor is None or factor in FACTOR_COLORS:
+            return FACTOR_COLORS.get(factor, "tab:gray"), "-", "o"
+        i = named.index(factor)
+        return named_colors[str(factor)], "-", _MARKERS[i % len(_MARKERS)]
 
     fig = _figure(5.2 * len(panels) + 1.2, 4.4)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
@@ -156,10 +169,8 @@ def line_panels(
     ]
     for ax, (encoder, series) in zip(axes, panels.items(), strict=True):
         for (factor, hue), (mean, std) in series.items():
-            f = factors.index(factor)
-            color = hue_colors[hue] if with_hue else FACTOR_COLORS.get(factor, "tab:gray")
-            style = _LINESTYLES[f % len(_LINESTYLES)] if with_hue else "-"
-            marker = _MARKERS[f % len(_MARKERS)] if with_hue else "o"
+            color, style, marker = factor_style(factors.index(factor), factor)
+            color = hue_colors[hue] if with_hue else color
             ok = np.isfinite(mean)
             ax.plot(xs[ok], mean[ok], linestyle=style, marker=marker, color=color, ms=4)
             band = ok & np.isfinite(std)
@@ -184,9 +195,7 @@ def line_panels(
     handles, labels = [], []
     if factors != [None]:
         for f, factor in enumerate(factors):
-            color = "black" if with_hue else FACTOR_COLORS.get(factor, "tab:gray")
-            style = _LINESTYLES[f % len(_LINESTYLES)] if with_hue else "-"
-            marker = _MARKERS[f % len(_MARKERS)] if with_hue else "o"
+            color, style, marker = factor_style(f, factor)
             handles.append(Line2D([], [], color=color, linestyle=style, marker=marker))
             labels.append(FACTOR_LABELS.get(factor, factor))
     for hue in hues if with_hue else []:
