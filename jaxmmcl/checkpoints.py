@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxmmcl import interrupts
+
+
+class Checkpoint(Protocol):
+    """What a training loop needs of a checkpoint store (:class:`GroupCheckpoint` is one)."""
+
+    def restore(self, like: Any, history_like: np.ndarray) -> tuple[Any, np.ndarray] | None: ...
+
+    def maybe_save(
+        self, step: int, state: Any, history: np.ndarray, *, force: bool = False
+    ) -> bool: ...
 
 
 def _is_key(x) -> bool:

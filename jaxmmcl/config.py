@@ -666,8 +666,14 @@ def plain(value: Any) -> Any:
 
 def all_keys() -> list[str]:
     """Every valid dotted key."""
-    keys = [f"{s}.{f.name}" for s, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
-    return [*keys, *TRACED_KEYS, "seed"]
+    return dotted_keys(_SECTIONS, TRACED_KEYS)
+
+
+def dotted_keys(sections: Mapping[str, type], traced: Mapping[str, str]) -> list[str]:
+    """Every valid dotted key of a run config: each section's dataclass fields, the traced
+    keys and ``seed``."""
+    keys = [f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)]
+    return [*keys, *traced, "seed"]
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -700,8 +706,7 @@ def split_keys(
     """Sorts dotted keys into the fields of each section's dataclass and the traced fields
     (``traced``: key -> field); ``seed`` is left out. Raises :class:`ConfigError` for a key
     that is none of them, naming the valid ones."""
-    valid = {f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)}
-    valid |= {*traced, "seed"}
+    valid = set(dotted_keys(sections, traced))
     out: dict[str, dict[str, Any]] = {s: {} for s in sections}
     hyper: dict[str, Any] = {}
     for key, value in flat.items():

@@ -16,7 +16,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import chex
 import jax
@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
+from jaxmmcl.checkpoints import Checkpoint
 from jaxmmcl.config import HyperArrays, SimulationConfig, StaticConfig
 from jaxmmcl.distributed import (
     mesh_for_runs,
@@ -143,18 +144,6 @@ class GridResult:
 
 ProgressFn = Callable[[int, int], None]
 LossFn = Callable[[int, np.ndarray], None]
-
-
-class Checkpoint(Protocol):
-    """What :func:`train_grid` needs of a checkpoint store (see :mod:`jaxmmcl.checkpoints`)."""
-
-    def restore(
-        self, like: TrainState, history_like: np.ndarray
-    ) -> tuple[TrainState, np.ndarray] | None: ...
-
-    def maybe_save(
-        self, step: int, state: TrainState, history: np.ndarray, *, force: bool = False
-    ) -> bool: ...
 
 
 class GridSetup(NamedTuple):

@@ -3,9 +3,9 @@ split's encodings, scored on the test split's.
 
 Each encoding is first standardised with the validation split's statistics, as the paper's
 evaluation does (scikit-learn's ``StandardScaler``). Continuous factors: R^2 of linear
-regression (``r2_linear``) and of cross-validated RBF kernel ridge (``r2_kernel_ridge``, the
+regression (``r2_linear``) and of cross-validated RBF kernel ridge (``r2_nonlinear``, the
 numerical simulation's grid). Discrete factors: accuracy of logistic regression
-(``acc_logistic``) and of a one-hidden-layer MLP classifier (``acc_mlp``, trained as
+(``acc_linear``) and of a one-hidden-layer MLP classifier (``acc_nonlinear``, trained as
 scikit-learn's ``MLPClassifier(max_iter=1000)`` of the paper's evaluation).
 All predictors come from :mod:`jaxmmcl.evaluation`; every run is scored with the same compiled
 programs, since encodings are padded with zeros to one width (zero columns change neither
@@ -48,7 +48,6 @@ TEXT_FACTORS = (
     ("object_color_index", "discrete"),
     ("text_phrasing", "discrete"),
 )
-METRICS = {"continuous": ("r2_linear", "r2_kernel_ridge"), "discrete": ("acc_logistic", "acc_mlp")}
 
 
 def dense_labels(fit: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -106,7 +105,7 @@ def score_factors(
         r2 = np.asarray(lin(h_fit, y_fit, h_test, y_test))
         for j, name in enumerate(continuous):
             out[(name, "r2_linear")] = r2[:, j]
-            out[(name, "r2_kernel_ridge")] = kr.r2[:, j]
+            out[(name, "r2_nonlinear")] = kr.r2[:, j]
     for name, kind in factors:
         if kind != "discrete":
             continue
@@ -119,6 +118,6 @@ def score_factors(
         mlp = jax.vmap(
             lambda a, b: mlp_accuracy(key, a, fit, b, test, n_classes, epochs=mlp_epochs)  # noqa: B023
         )
-        out[(name, "acc_logistic")] = np.asarray(logistic(h_fit, h_test))
-        out[(name, "acc_mlp")] = np.asarray(mlp(h_fit, h_test))
+        out[(name, "acc_linear")] = np.asarray(logistic(h_fit, h_test))
+        out[(name, "acc_nonlinear")] = np.asarray(mlp(h_fit, h_test))
     return out

@@ -43,7 +43,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh
 
-from jaxmmcl.config import flatten, plain, split_keys
+from jaxmmcl.config import dotted_keys, flatten, plain, split_keys
 from jaxmmcl.errors import ConfigError
 from jaxmmcl.imgtxt import train as imgtrain
 from jaxmmcl.imgtxt.dataset import (
@@ -70,13 +70,6 @@ from jaxmmcl.losses import subset_chunks, view_subsets
 from jaxmmcl.precision import check_supported
 from jaxmmcl.training import run_status
 
-# evaluate.py's metric names -> results.csv's score columns.
-SCORE_COLUMNS = {
-    "r2_linear": "r2_linear",
-    "r2_kernel_ridge": "r2_nonlinear",
-    "acc_logistic": "acc_linear",
-    "acc_mlp": "acc_nonlinear",
-}
 ENCODERS = (("image", IMAGE_FACTORS), ("text", TEXT_FACTORS))
 
 
@@ -464,8 +457,7 @@ class ImageText:
 
     def keys(self) -> list[str]:
         """Every valid dotted key."""
-        keys = [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
-        return [*keys, *TRACED_KEYS, "seed"]
+        return dotted_keys(SECTIONS, TRACED_KEYS)
 
     def run_config(self, flat: Mapping[str, Any]) -> RunConfig:
         """A validated run from dotted keys (missing keys take their defaults)."""
@@ -676,7 +668,7 @@ class ImageText:
                 for subset, encoder, factors, scores, shared in scored:
                     for factor, _ in factors:
                         values = {
-                            SCORE_COLUMNS[metric]: math.nan if diverged[i] else float(v[r])
+                            metric: math.nan if diverged[i] else float(v[r])
                             for (name, metric), v in scores.items()
                             if name == factor
                         }

@@ -31,7 +31,7 @@ import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxmmcl.checkpoints import Checkpoint
 from jaxmmcl.config import PRECISIONS, ConfigError
 from jaxmmcl.imgtxt.factors import change_factors, sample_factors
 from jaxmmcl.imgtxt.models import (
@@ -385,14 +386,6 @@ def train_runs(
     """
     states, history = train_groups([(seeds, sizes)], model, train, source)
     return states[0], history
-
-
-class Checkpoint(Protocol):
-    """What :func:`train_groups` needs of a checkpoint store (:mod:`jaxmmcl.checkpoints`)."""
-
-    def restore(self, like, history_like: np.ndarray) -> tuple[Any, np.ndarray] | None: ...
-
-    def maybe_save(self, step: int, state, history: np.ndarray, *, force: bool = False) -> bool: ...
 
 
 def train_groups(
