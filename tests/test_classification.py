@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -16,6 +17,7 @@ from jaxmmcl.evaluation.classification import (
     logistic_fit,
     mlp_accuracy,
     mlp_fit,
+    softmax_hessian,
 )
 
 N = 200
@@ -46,6 +48,22 @@ def test_logistic_equals_sklearn(n_classes):
         b, ref.intercept_ = b - b.mean(), ref.intercept_ - ref.intercept_.mean()
     np.testing.assert_allclose(w, ref.coef_.T, atol=1e-2)
     np.testing.assert_allclose(b, ref.intercept_, atol=1e-2)
+
+
+def test_softmax_hessian_equals_autodiffs():
+    rng = np.random.default_rng(3)
+    x1 = jnp.asarray(np.c_[rng.normal(size=(40, 3)), np.ones(40)], jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 5, 40))
+    v = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
+
+    def loss(flat):
+        logits = x1 @ flat.reshape(4, 5)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+    p = jax.nn.softmax(x1 @ v, axis=-1)
+    np.testing.assert_allclose(
+        softmax_hessian(x1, p), jax.hessian(loss)(v.reshape(-1)), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_logistic_regularisation_strength_follows_c():

@@ -19,6 +19,7 @@ from jaxmmcl.config import ConfigError
 from jaxmmcl.distributed import runs_mesh
 from jaxmmcl.imgtxt import dataset, factors, render, text, train
 from jaxmmcl.imgtxt.evaluate import IMAGE_FACTORS, TEXT_FACTORS
+from jaxmmcl.imgtxt.sweep import DataConfig, load_data
 from jaxmmcl.losses import nt_xent
 from jaxmmcl.results import read_results
 from jaxmmcl.runner import run_sweep
@@ -375,6 +376,20 @@ def test_a_fixed_split_is_drawn_in_shuffled_epochs_of_full_batches():
         assert len(set(seen.tolist())) == 12
         epochs.append(seen)
     assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_the_training_split_does_not_depend_on_the_evaluation_splits_sizes():
+    """The CPU scale's evaluation size can change without changing what the encoders train on:
+    the training split, its vocabulary and channel statistics are the same."""
+    small, large = (
+        load_data(DataConfig(image_size=16, n_train=12, n_val=n, n_test=n)) for n in (4, 8)
+    )
+    for name in ("images", "tokens"):
+        np.testing.assert_array_equal(small.source.arrays[name], large.source.arrays[name])
+    np.testing.assert_array_equal(small.source.mean, large.source.mean)
+    np.testing.assert_array_equal(small.source.std, large.source.std)
+    assert small.vocab == large.vocab
+    assert len(small.val.tokens) == 4 and len(large.test.tokens) == 8
 
 
 def test_nt_xent_is_symmetric_and_uses_both_modalities_as_negatives():

@@ -32,6 +32,27 @@ def _softmax_loss(params, x, labels):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def softmax_hessian(x1: jnp.ndarray, p: jnp.ndarray) -> jnp.ndarray:
+    """Hessian of the mean softmax cross-entropy of logits ``x1 @ V`` in ``V``, in closed form.
+
+    Args:
+      x1: features, shape ``(n, d)`` (the intercept as a column of ones).
+      p: the softmax probabilities at ``V``, shape ``(n, C)``.
+
+    Returns:
+      ``(d C, d C)``: entry ``(a C + c, b C + e)`` (``V[a, c]`` and ``V[b, e]`` flattened
+      row-major) is ``mean_i x1[i, a] x1[i, b] (p[i, c] [c = e] - p[i, c] p[i, e])``.
+      Memory ``O(n d C + (d C)^2)``.
+    """
+    n, d = x1.shape
+    classes = p.shape[1]
+    outer = jnp.einsum("ia,ib,ic->acb", x1, x1, p) / n
+    diagonal = outer[:, :, None, :] * jnp.eye(classes, dtype=p.dtype)[None, :, :, None]
+    z = (x1[:, :, None] * p[:, None, :]).reshape(n, d * classes)
+    size = d * classes
+    return diagonal.transpose(0, 1, 3, 2).reshape(size, size) - z.T @ z / n
+
+
 @functools.partial(jax.jit, static_argnames=("n_classes", "max_steps"))
 def logistic_fit(
     x: jnp.ndarray,
@@ -76,7 +97,19 @@ def logistic_fit(
         params = unflatten(theta)
         return _softmax_loss(params, x, labels) + strength * jnp.sum(params["w"] ** 2)
 
-    grad_fn, hess_fn = jax.grad(loss), jax.hessian(loss)
+    grad_fn = jax.grad(loss)
+    # The Hessian in closed form: jax.hessian's forward-over-reverse pass carries a tangent of
+    # the (n, n_classes) logits per parameter, O(n d^2 C^2) memory.
+    x1 = jnp.concatenate([x, jnp.ones((n, 1), x.dtype)], axis=1)
+    penalty = jnp.concatenate(
+        [jnp.full(k * n_classes, 2.0 * strength, x.dtype), jnp.zeros(n_classes, x.dtype)]
+    )
+
+    def hess_fn(theta):
+        params = unflatten(theta)
+        p = jax.nn.softmax(x @ params["w"] + params["b"], axis=-1)
+        return softmax_hessian(x1, p) + jnp.diag(penalty)
+
     # Adding a constant to every intercept changes nothing: the Hessian is singular along that
     # direction (where the gradient is zero), so a tiny ridge makes the Newton system solvable.
     ridge = 1e-6 * jnp.eye((k + 1) * n_classes, dtype=x.dtype)
