@@ -50,7 +50,7 @@ def test_logistic_equals_sklearn(n_classes):
     np.testing.assert_allclose(b, ref.intercept_, atol=1e-2)
 
 
-def test_softmax_hessian_equals_autodiffs():
+def test_softmax_hessian_equals_jax_hessian():
     rng = np.random.default_rng(3)
     x1 = jnp.asarray(np.c_[rng.normal(size=(40, 3)), np.ones(40)], jnp.float32)
     labels = jnp.asarray(rng.integers(0, 5, 40))

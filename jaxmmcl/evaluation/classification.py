@@ -45,12 +45,12 @@ def softmax_hessian(x1: jnp.ndarray, p: jnp.ndarray) -> jnp.ndarray:
       Memory ``O(n d C + (d C)^2)``.
     """
     n, d = x1.shape
-    classes = p.shape[1]
-    outer = jnp.einsum("ia,ib,ic->acb", x1, x1, p) / n
-    diagonal = outer[:, :, None, :] * jnp.eye(classes, dtype=p.dtype)[None, :, :, None]
-    z = (x1[:, :, None] * p[:, None, :]).reshape(n, d * classes)
-    size = d * classes
-    return diagonal.transpose(0, 1, 3, 2).reshape(size, size) - z.T @ z / n
+    size = d * p.shape[1]
+    weighted = jnp.einsum("ia,ib,ic->abc", x1, x1, p) / n
+    eye = jnp.eye(p.shape[1], dtype=p.dtype)
+    diagonal = jnp.einsum("abc,ce->acbe", weighted, eye).reshape(size, size)
+    z = (x1[:, :, None] * p[:, None, :]).reshape(n, size)
+    return diagonal - z.T @ z / n
 
 
 @functools.partial(jax.jit, static_argnames=("n_classes", "max_steps"))
